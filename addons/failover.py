@@ -1,0 +1,161 @@
+"""Failover and streaming: what happens once an upstream starts answering.
+
+In `responseheaders` a success answer is streamed straight through (SSE, and any answer of
+unknown or large size) with a tee that watches the bytes for the first-byte time and usage
+without holding them. An error answer is left unstreamed and flagged, so the stream extension
+(`addons.streamretry`) reads it completely and calls `cliproxy_upstream_failure`: the failure is
+classified, the account cools down, and the request moves to the next account, all before any
+byte reached the client. Request faults (a bad request would fail anywhere) go back unchanged.
+"""
+
+import logging
+from collections.abc import Callable
+
+from mitmproxy import http
+
+from addons import streamretry
+from addons.flowstate import REQUEST_ID_HEADER, Attempt, FlowState, flow_state
+from addons.route import NoAccount, apply_choice, choose_account
+from addons.runtime import Runtime
+from pool import FailureKind
+from providers.classify import classify, connection_failure
+from providers.dialects import stream_error_event
+
+logger = logging.getLogger(__name__)
+
+STREAM_ABOVE_BYTES = 1024 * 1024
+
+
+class StreamTee:
+    """The `flow.response.stream` callable: passes chunks through and observes them.
+
+    `transform` (for example the Code Assist unwrapper) may rewrite chunks; without it every
+    byte reaches the client exactly as the upstream sent it.
+    """
+
+    def __init__(
+        self,
+        state: FlowState,
+        observers: list[Callable[[bytes], None]],
+        transform: Callable[[bytes], bytes] | None = None,
+        finish: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.state = state
+        self.observers = observers
+        self.transform = transform
+        self.finish = finish
+
+    def __call__(self, chunk: bytes) -> bytes:
+        state = self.state
+        if not chunk:
+            tail = self.finish() if self.finish is not None else b""
+            state.bytes_out += len(tail)
+            return tail
+        if state.first_byte_perf is None:
+            import time
+
+            state.first_byte_perf = time.perf_counter()
+        if self.transform is not None:
+            chunk = self.transform(chunk)
+        state.bytes_out += len(chunk)
+        for observe in self.observers:
+            observe(chunk)
+        return chunk
+
+
+def should_stream(flow: http.HTTPFlow, state: FlowState) -> bool:
+    response = flow.response
+    assert response is not None
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return True
+    length = response.headers.get("content-length")
+    if length is None:
+        return state.stream or "chunked" in response.headers.get("transfer-encoding", "")
+    return length.isdigit() and int(length) > STREAM_ABOVE_BYTES
+
+
+class Failover:
+    """Streams successful answers and turns failed ones into retries on other accounts."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.stream_observers: list[Callable[[FlowState, http.HTTPFlow], Callable[[bytes], None] | None]] = []
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state = flow_state(flow)
+        if state is None:
+            return
+        response = flow.response
+        assert response is not None
+        response.headers[REQUEST_ID_HEADER] = state.request_id
+        if state.local or state.final or state.account is None:
+            return
+
+        if response.status_code >= 400:
+            flow.metadata[streamretry.DECIDE] = True
+            return
+
+        self.runtime.pool.mark_success(state.account, state.upstream_model)
+        state.attempts.append(Attempt(state.account.label, response.status_code))
+        if should_stream(flow, state):
+            observers = []
+            for make in self.stream_observers:
+                observer = make(state, flow)
+                if observer is not None:
+                    observers.append(observer)
+            response.stream = StreamTee(state, observers)
+            flow.metadata[streamretry.STREAM_ERROR] = lambda message: stream_error_event(
+                state.dialect, message
+            )
+
+    async def cliproxy_upstream_failure(self, flow: http.HTTPFlow) -> None:
+        state = flow_state(flow)
+        if state is None or state.account is None or state.route is None:
+            return
+        account = state.account
+        response = flow.response
+
+        if response is not None:
+            body = response.get_content(strict=False) or b""
+            failure = classify(response.status_code, response.headers, body)
+        else:
+            failure = connection_failure(flow.metadata.get(streamretry.FAILURE_TEXT, "upstream failed"))
+
+        if failure.kind is FailureKind.REQUEST_FAULT:
+            state.attempts.append(Attempt(account.label, failure.status, 0.0, failure.reason))
+            logger.info(
+                "request %s: account %s rejected the request (%s); not retrying",
+                state.request_id, account.label, failure.reason,
+            )
+            return
+
+        cooldown = self.runtime.pool.mark_failure(account, state.upstream_model, failure)
+        state.attempts.append(Attempt(account.label, failure.status, cooldown, failure.reason))
+
+        choice = await choose_account(self.runtime, state, failure)
+        if isinstance(choice, NoAccount):
+            logger.info(
+                "request %s: account %s failed (%s, cooling %.0fs); no account left for %s",
+                state.request_id, account.label, failure.reason, cooldown, state.requested_model,
+            )
+            keep_upstream_error = (
+                response is not None
+                and failure.kind is not FailureKind.RATE_LIMITED
+                and choice.response.status_code != 429
+            )
+            if not keep_upstream_error:
+                choice.response.headers[REQUEST_ID_HEADER] = state.request_id
+                flow.response = choice.response
+            state.final = True
+            return
+
+        logger.info(
+            "failover: request %s: account %s failed (%s), cooling %.0fs; retrying on %s",
+            state.request_id, account.label, failure.reason, cooldown, choice.account.label,
+        )
+        problem = apply_choice(flow, state, choice)
+        if problem is not None:
+            flow.response = problem
+            state.final = True
+            return
+        flow.metadata[streamretry.RETRY] = True

@@ -1,0 +1,182 @@
+"""Sending a client request to an account's upstream: destination and credentials.
+
+`prepare_upstream()` rewrites a request in place for one account: the URL (the account's base
+URL plus the upstream path for the route), the credentials (and only the credentials: every
+other client header is forwarded unchanged, so the upstream sees the real client), the
+account's configured extra headers, and the model name when the account maps an alias.
+
+Credentials per upstream kind:
+
+| kind | path | credentials |
+|---|---|---|
+| Claude OAuth | /v1/messages | `Authorization: Bearer`, `oauth-2025-04-20` added to `anthropic-beta` |
+| Claude API key | /v1/messages | `x-api-key` |
+| Codex OAuth | /responses under the ChatGPT backend | `Authorization: Bearer`, `chatgpt-account-id` |
+| Codex / OpenAI API key | /responses, /chat/completions | `Authorization: Bearer` |
+| Gemini API key | /v1beta/models/{model}:{method} | `x-goog-api-key` |
+| Gemini CLI OAuth | /v1internal:{method} (body wrapped) | `Authorization: Bearer` |
+| OpenAI-compatible | /chat/completions, /responses | `Authorization: Bearer` when a key is set |
+"""
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+
+from pool.account import Account, UpstreamKind
+from providers.dialects import Dialect, Operation, Route
+
+CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+CLIENT_CREDENTIAL_QUERY = ("key", "auth_token")
+CLAUDE_OAUTH_BETA = "oauth-2025-04-20"
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+# Which upstream kinds can serve each client dialect without translation.
+KINDS_FOR_DIALECT: dict[Dialect, frozenset[UpstreamKind]] = {
+    Dialect.ANTHROPIC: frozenset({UpstreamKind.CLAUDE_OAUTH, UpstreamKind.CLAUDE_KEY}),
+    Dialect.OPENAI_RESPONSES: frozenset(
+        {UpstreamKind.CODEX_OAUTH, UpstreamKind.CODEX_KEY, UpstreamKind.OPENAI_COMPAT}
+    ),
+    Dialect.OPENAI_CHAT: frozenset({UpstreamKind.CODEX_KEY, UpstreamKind.OPENAI_COMPAT}),
+    Dialect.GEMINI: frozenset({UpstreamKind.GEMINI_KEY, UpstreamKind.GEMINI_CLI}),
+}
+
+ROUTES_FOR_KIND: dict[UpstreamKind, str] = {
+    UpstreamKind.CLAUDE_OAUTH: "/v1/messages",
+    UpstreamKind.CLAUDE_KEY: "/v1/messages",
+    UpstreamKind.CODEX_OAUTH: "/v1/responses",
+    UpstreamKind.CODEX_KEY: "/v1/responses or /v1/chat/completions",
+    UpstreamKind.OPENAI_COMPAT: "/v1/chat/completions or /v1/responses",
+    UpstreamKind.GEMINI_KEY: "/v1beta/models/{model}:generateContent",
+    UpstreamKind.GEMINI_CLI: "/v1beta/models/{model}:generateContent",
+}
+
+
+class UnsupportedOperation(ValueError):
+    """The account's upstream cannot serve this operation (e.g. count_tokens on Codex)."""
+
+
+def strip_client_credentials(request: http.Request) -> None:
+    """Remove every credential the client sent, headers and query parameters alike."""
+    for name in CLIENT_CREDENTIAL_HEADERS:
+        if name in request.headers:
+            del request.headers[name]
+    query = request.query
+    if any(name in query for name in CLIENT_CREDENTIAL_QUERY):
+        for name in CLIENT_CREDENTIAL_QUERY:
+            query.pop(name, None)
+
+
+def upstream_path(account: Account, route: Route, model: str) -> str:
+    """Return the path (after the base URL's own path) for `route` on the account's upstream."""
+    kind = account.kind
+    operation = route.operation
+
+    if kind in (UpstreamKind.CLAUDE_OAUTH, UpstreamKind.CLAUDE_KEY):
+        return "/v1/messages/count_tokens" if operation is Operation.COUNT_TOKENS else "/v1/messages"
+    if kind is UpstreamKind.GEMINI_KEY:
+        return f"/{route.api_version}/models/{model}:{route.gemini_method}"
+    if kind is UpstreamKind.GEMINI_CLI:
+        return f"/v1internal:{route.gemini_method}"
+    if operation is Operation.COUNT_TOKENS:
+        raise UnsupportedOperation("token counting is not available on OpenAI-style upstreams")
+    if route.dialect is Dialect.OPENAI_RESPONSES:
+        return "/responses"
+    if operation is Operation.COMPLETIONS:
+        return "/completions"
+    return "/chat/completions"
+
+
+def prepare_upstream(
+    request: http.Request,
+    account: Account,
+    route: Route,
+    upstream_model: str,
+    body: dict[str, Any] | None,
+    requested_model: str,
+) -> None:
+    """Rewrite `request` in place to go to `account`'s upstream with its credentials."""
+    base = urlsplit(account.base_url)
+    path = base.path.rstrip("/") + upstream_path(account, route, upstream_model)
+    query = request.query.copy()
+    if account.kind is UpstreamKind.GEMINI_CLI and route.gemini_method == "streamGenerateContent":
+        query["alt"] = "sse"
+
+    request.scheme = base.scheme
+    request.host = base.hostname or ""
+    request.port = base.port or (443 if base.scheme == "https" else 80)
+    request.path = path
+    request.query = query
+    request.headers["host"] = base.netloc
+
+    strip_client_credentials(request)
+    _set_credentials(request, account)
+    _apply_account_headers(request, account)
+
+    if account.kind is UpstreamKind.GEMINI_CLI:
+        _wrap_code_assist_body(request, account, upstream_model, body)
+    elif body is not None and upstream_model != requested_model and "model" in body:
+        body["model"] = upstream_model
+        set_json_body(request, body)
+
+
+def set_json_body(request: http.Request, body: Any) -> None:
+    """Replace the body with `body` as compact JSON, uncompressed, with a correct length."""
+    if "content-encoding" in request.headers:
+        del request.headers["content-encoding"]
+    request.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _set_credentials(request: http.Request, account: Account) -> None:
+    kind = account.kind
+    headers = request.headers
+
+    if kind is UpstreamKind.CLAUDE_OAUTH:
+        headers["authorization"] = f"Bearer {account.secret}"
+        betas = [beta.strip() for beta in headers.get("anthropic-beta", "").split(",") if beta.strip()]
+        if CLAUDE_OAUTH_BETA not in betas:
+            betas.append(CLAUDE_OAUTH_BETA)
+        headers["anthropic-beta"] = ",".join(betas)
+    elif kind is UpstreamKind.CLAUDE_KEY:
+        headers["x-api-key"] = account.secret
+    elif kind is UpstreamKind.CODEX_OAUTH:
+        headers["authorization"] = f"Bearer {account.secret}"
+        if account.account_id:
+            headers["chatgpt-account-id"] = account.account_id
+    elif kind is UpstreamKind.GEMINI_KEY:
+        headers["x-goog-api-key"] = account.secret
+    elif kind is UpstreamKind.GEMINI_CLI:
+        headers["authorization"] = f"Bearer {account.secret}"
+    elif account.secret:
+        headers["authorization"] = f"Bearer {account.secret}"
+
+    if kind in (UpstreamKind.CLAUDE_OAUTH, UpstreamKind.CLAUDE_KEY):
+        headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
+
+
+def _apply_account_headers(request: http.Request, account: Account) -> None:
+    """Add the account's configured headers; `$Name` copies the client's `Name` header."""
+    for name, value in account.headers.items():
+        if value.startswith("$"):
+            copied = request.headers.get(value[1:])
+            if copied is None:
+                request.headers.pop(name, None)
+            else:
+                request.headers[name] = copied
+        else:
+            request.headers[name] = value
+
+
+def _wrap_code_assist_body(
+    request: http.Request, account: Account, model: str, body: dict[str, Any] | None
+) -> None:
+    """Wrap a plain Gemini request as the Code Assist endpoint expects it."""
+    inner = body if body is not None else {}
+    if inner.get("model") is not None:
+        inner = {key: value for key, value in inner.items() if key != "model"}
+    if request.path.endswith(":countTokens"):
+        wrapped: dict[str, Any] = {"request": {"model": f"models/{model}", **inner}}
+    else:
+        wrapped = {"model": model, "project": account.project_id, "request": inner}
+    set_json_body(request, wrapped)
