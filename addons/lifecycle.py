@@ -13,13 +13,22 @@ import logging
 from mitmproxy import ctx, exceptions
 
 from addons.runtime import Runtime
-from config import ConfigError, ConfigFile, resolve_config_path
+from config import Config, ConfigError, ConfigFile, resolve_config_path
 
 logger = logging.getLogger(__name__)
 
 # A non-streamed answer can stay silent for many minutes while a model thinks; mitmproxy's
 # default idle timeout (600 s) would cut it.
 UPSTREAM_IDLE_TIMEOUT_SECONDS = 3 * 3600
+
+
+def announce_generated_key(config: Config, key: str) -> None:
+    """Log, once, the proxy key created on first start and how clients use it."""
+    logger.warning(
+        "created %s with a new proxy key. Clients use it as their API key, e.g. "
+        "ANTHROPIC_BASE_URL=http://%s:%d ANTHROPIC_API_KEY=%s",
+        config.path, config.host or "127.0.0.1", config.port, key,
+    )
 
 
 class Lifecycle:
@@ -51,11 +60,7 @@ class Lifecycle:
 
         config = self.runtime.cfg
         if generated_key:
-            logger.warning(
-                "created %s with a new proxy key. Clients use it as their API key, e.g. "
-                "ANTHROPIC_BASE_URL=http://%s:%d ANTHROPIC_API_KEY=%s",
-                path, config.host or "127.0.0.1", config.port, generated_key,
-            )
+            announce_generated_key(config, generated_key)
         if config.listens_on_all_interfaces:
             logger.warning(
                 "config host is %r: cliproxy listens on every interface, so other machines can reach it",

@@ -11,7 +11,7 @@ the old process got to bind.
 
 The reverse target is a placeholder nothing listens on: every request is either answered
 locally or routed to an account, never sent to that target. An explicit non-reverse `--mode`
-is refused: cliproxy stops with a message naming the working command.
+is refused: the process exits at once with a message naming the working command.
 """
 
 import logging
@@ -97,9 +97,9 @@ def ensure_reverse_mode() -> None:
 
 
 def _stop(reason: str) -> None:
-    """Remove every listener mode so nothing stays bound, then shut mitmproxy down."""
-    ctx.options.update(mode=[])
+    """Exit at once with status 2, before mitmproxy can serve a single request."""
     message = f"{reason} Stopping. Start cliproxy with: {WORKING_COMMAND}"
     logger.error(message)
     print(message, file=sys.stderr, flush=True)
-    ctx.master.shutdown()
+    sys.stdout.flush()
+    os._exit(2)

@@ -1,4 +1,4 @@
-"""The management API addon: answers `/v0/management/*` locally, never upstream.
+"""The management API addon: it responds to `/v0/management/*` itself and never connects upstream.
 
 `requestheaders` marks management flows (and rejects oversized bodies early); the async
 `request` hook hands the request to `mgmt.service.ManagementService` in a worker thread,
@@ -22,6 +22,10 @@ from mgmt.context import ConfigAccess, LogSource, MgmtContext, NoUsage, UsageSou
 from mgmt.keys import ENV_PASSWORD, GeneratedKeyStore, ManagementKeys
 from mgmt.router import PREFIX, MgmtRequest, MgmtResponse, error
 from mgmt.service import ManagementService, SecretKeyHasher
+from oauth.errors import InvalidConfig
+from oauth.flow import LoginRegistry
+from oauth.http import HttpSettings
+from oauth.providers import resolve_endpoints
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class Management:
         self.service: ManagementService | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._release_url = ""
+        self._logins: LoginRegistry | None = None
+        self._logins_key: tuple[object, ...] | None = None
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -134,12 +140,39 @@ class Management:
             usage=self.usage,
             logs=self.logs,
             release_url=self._release_url,
+            logins=self.login_registry,
         )
         self.service = ManagementService(mgmt_ctx)
         hasher = SecretKeyHasher(config)
         runtime.listeners.append(lambda _config: hasher.run())
         hasher.run()
         return self.service
+
+    def login_registry(self) -> LoginRegistry | None:
+        """Return the OAuth login registry for the current auth directory and endpoints.
+
+        A config change of the auth directory, endpoints or proxy URL replaces the registry;
+        logins pending in the old one are then lost.
+        """
+        config = self.runtime.cfg
+        key = (config.auth_dir, repr(config.oauth_endpoints), config.proxy_url)
+        if self._logins is not None and self._logins_key == key:
+            return self._logins
+        try:
+            endpoints = resolve_endpoints(config.oauth_endpoints)
+        except InvalidConfig as exc:
+            logger.error("OAuth logins unavailable: %s", exc)
+            return None
+        if self._logins is not None:
+            self._logins.close()
+        self._logins = LoginRegistry(
+            config.auth_dir,
+            endpoints,
+            http=HttpSettings(proxy_url=config.proxy_url),
+            on_saved=lambda _path, _provider: self.runtime.reload_accounts(),
+        )
+        self._logins_key = key
+        return self._logins
 
     def running(self) -> None:
         if self.runtime.config is not None:
@@ -166,3 +199,5 @@ class Management:
     def done(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._logins is not None:
+            self._logins.close()

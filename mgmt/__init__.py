@@ -1,0 +1,1 @@
+"""The management API under /v0/management, and the `cliproxy` console command."""
