@@ -8,6 +8,7 @@ classified, the account cools down, and the request moves to the next account, a
 byte reached the client. Request faults (a bad request would fail anywhere) go back unchanged.
 """
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from mitmproxy import http
 
 from addons import streamretry
 from addons.flowstate import REQUEST_ID_HEADER, Attempt, FlowState, flow_state
+from addons.local import error_response
 from addons.route import NoAccount, apply_choice, choose_account
 from addons.runtime import Runtime
 from pool import FailureKind
@@ -97,6 +99,8 @@ class Failover:
 
         self.runtime.pool.mark_success(state.account, state.upstream_model)
         state.attempts.append(Attempt(state.account.label, response.status_code))
+        if state.collect_stream:
+            return  # buffered, then turned into one JSON answer in `response`
         if should_stream(flow, state):
             observers = []
             for make in self.stream_observers:
@@ -159,3 +163,42 @@ class Failover:
             state.final = True
             return
         flow.metadata[streamretry.RETRY] = True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = flow_state(flow)
+        if state is None or not state.collect_stream or state.final:
+            return
+        response = flow.response
+        assert response is not None
+        if response.status_code >= 400:
+            return
+        completed = completed_response(response.get_content(strict=False) or b"")
+        if completed is None:
+            logger.warning(
+                "request %s: account %s ended its stream without response.completed",
+                state.request_id, state.account.label if state.account else "?",
+            )
+            flow.response = error_response(
+                state.dialect, 502, "upstream stream ended without response.completed", code="upstream_error"
+            )
+            return
+        response.headers["content-type"] = "application/json"
+        response.headers.pop("content-encoding", None)
+        response.content = json.dumps(completed).encode("utf-8")
+
+
+def completed_response(stream: bytes) -> dict | None:
+    """Return the `response` object of a Responses stream's `response.completed` event."""
+    for block in stream.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = b"".join(
+            line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:")
+        )
+        if b'"response.completed"' not in data:
+            continue
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        if event.get("type") == "response.completed" and isinstance(event.get("response"), dict):
+            return event["response"]
+    return None

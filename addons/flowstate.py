@@ -39,6 +39,7 @@ class FlowState:
     requested_model: str = ""
     upstream_model: str = ""
     stream: bool = False
+    collect_stream: bool = False  # the upstream streams, the client wants one JSON answer
     account: Account | None = None
     attempts: list[Attempt] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)

@@ -190,7 +190,9 @@ def apply_choice(flow: http.HTTPFlow, state: FlowState, choice: Picked) -> http.
 
     body = json.loads(json.dumps(state.body)) if state.body is not None and state.account else state.body
     try:
-        prepare_upstream(flow.request, account, route, choice.upstream_model, body, state.requested_model)
+        state.collect_stream = prepare_upstream(
+            flow.request, account, route, choice.upstream_model, body, state.requested_model
+        )
     except UnsupportedOperation as error:
         return error_response(state.dialect, 400, f"{error} (account {account.label})")
 

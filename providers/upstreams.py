@@ -95,8 +95,12 @@ def prepare_upstream(
     upstream_model: str,
     body: dict[str, Any] | None,
     requested_model: str,
-) -> None:
-    """Rewrite `request` in place to go to `account`'s upstream with its credentials."""
+) -> bool:
+    """Rewrite `request` in place to go to `account`'s upstream with its credentials.
+
+    Returns True when the upstream will stream an answer the client asked to get as one JSON
+    document (the ChatGPT Codex backend only streams); the caller then collects the stream.
+    """
     base = urlsplit(account.base_url)
     path = base.path.rstrip("/") + upstream_path(account, route, upstream_model)
     query = request.query.copy()
@@ -114,11 +118,20 @@ def prepare_upstream(
     _set_credentials(request, account)
     _apply_account_headers(request, account)
 
+    collect_stream = False
+    rewrite = False
+    if body is not None and upstream_model != requested_model and "model" in body:
+        body["model"] = upstream_model
+        rewrite = True
+    if account.kind is UpstreamKind.CODEX_OAUTH and body is not None and body.get("stream") is not True:
+        body["stream"] = True
+        collect_stream = rewrite = True
+
     if account.kind is UpstreamKind.GEMINI_CLI:
         _wrap_code_assist_body(request, account, upstream_model, body)
-    elif body is not None and upstream_model != requested_model and "model" in body:
-        body["model"] = upstream_model
+    elif rewrite:
         set_json_body(request, body)
+    return collect_stream
 
 
 def set_json_body(request: http.Request, body: Any) -> None:
