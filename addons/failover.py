@@ -19,7 +19,8 @@ from addons.flowstate import REQUEST_ID_HEADER, Attempt, FlowState, flow_state
 from addons.local import error_response
 from addons.route import NoAccount, apply_choice, choose_account
 from addons.runtime import Runtime
-from pool import FailureKind
+from pool import FailureKind, Picked, UpstreamKind
+from providers.geminicli import SSEUnwrapper, unwrap_response
 from providers.classify import classify, connection_failure
 from providers.dialects import stream_error_event
 
@@ -107,7 +108,11 @@ class Failover:
                 observer = make(state, flow)
                 if observer is not None:
                     observers.append(observer)
-            response.stream = StreamTee(state, observers)
+            if state.account.kind is UpstreamKind.GEMINI_CLI:
+                unwrapper = SSEUnwrapper()
+                response.stream = StreamTee(state, observers, unwrapper.feed, unwrapper.finish)
+            else:
+                response.stream = StreamTee(state, observers)
             flow.metadata[streamretry.STREAM_ERROR] = lambda message: stream_error_event(
                 state.dialect, message
             )
@@ -132,6 +137,23 @@ class Failover:
                 state.request_id, account.label, failure.reason,
             )
             return
+
+        if (
+            failure.kind is FailureKind.UNAUTHORIZED
+            and account.is_oauth
+            and account.id not in state.refreshed
+        ):
+            state.refreshed.add(account.id)
+            if await self.runtime.tokens.refresh_after_401(account):
+                state.attempts.append(Attempt(account.label, 401, 0.0, "access token refreshed"))
+                logger.info(
+                    "request %s: account %s answered 401; refreshed its token, retrying once",
+                    state.request_id, account.label,
+                )
+                problem = apply_choice(flow, state, Picked(account, state.upstream_model))
+                if problem is None:
+                    flow.metadata[streamretry.RETRY] = True
+                    return
 
         cooldown = self.runtime.pool.mark_failure(account, state.upstream_model, failure)
         state.attempts.append(Attempt(account.label, failure.status, cooldown, failure.reason))
@@ -166,7 +188,13 @@ class Failover:
 
     def response(self, flow: http.HTTPFlow) -> None:
         state = flow_state(flow)
-        if state is None or not state.collect_stream or state.final:
+        if state is None or state.final or state.account is None:
+            return
+        if state.account.kind is UpstreamKind.GEMINI_CLI and flow.response is not None:
+            if flow.response.stream is False and flow.response.status_code < 400:
+                flow.response.content = unwrap_response(flow.response.get_content(strict=False) or b"")
+            return
+        if not state.collect_stream:
             return
         response = flow.response
         assert response is not None

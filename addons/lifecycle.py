@@ -81,8 +81,10 @@ class Lifecycle:
 
     def running(self) -> None:
         self.watch_task = asyncio.get_running_loop().create_task(self.runtime.watch())
+        self.runtime.tokens.start()
 
-    def done(self) -> None:
+    async def done(self) -> None:
         if self.watch_task is not None:
             self.watch_task.cancel()
             self.watch_task = None
+        await self.runtime.tokens.stop()

@@ -155,7 +155,10 @@ async def choose_account(
     while True:
         result = pool.pick(kinds, model, exclude=state.tried)
         if isinstance(result, Picked):
-            return result
+            if await runtime.tokens.ensure_fresh(result.account):
+                return result
+            state.tried.add(result.account.id)
+            continue
         if isinstance(result, NotServed):
             return NoAccount(not_served_response(runtime, state, kinds))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from config import Config, ConfigError, ConfigFile
 from pool import AccountPool, load_accounts
 from pool.loader import AuthFileProblem
+from addons.tokens import TokenKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Runtime:
         self.config: Config | None = None
         self.proxy_keys = ProxyKeys()
         self.pool = AccountPool()
+        self.tokens = TokenKeeper(self.pool)
         self.auth_problems: list[AuthFileProblem] = []
         self.listeners: list[Callable[[Config], None]] = []
         self._config_fingerprint: str | None = None
@@ -108,6 +110,7 @@ class Runtime:
         self.config = config
         self.proxy_keys = ProxyKeys(config.api_keys)
         self.pool.strategy = config.routing_strategy
+        self.tokens.configure(config)
         self.reload_accounts()
         for listener in list(self.listeners):
             try:
@@ -130,7 +133,14 @@ class Runtime:
             logger.warning("auth file %s skipped: %s", problem.path.name, problem.message)
         self.auth_problems = problems
         self.pool.set_accounts(accounts)
+
+        # An account in the error state (e.g. a rejected refresh token) gets another chance
+        # once its file changes.
+        previous = set(self._auth_signature.entries) if self._auth_signature else set()
+        for name, _size, _mtime in set(signature.entries) - previous:
+            self.pool.clear_error(f"file:{name}")
         self._auth_signature = signature
+        self.tokens.wake()
         logger.debug("pool has %d accounts", len(accounts))
 
     def check_for_changes(self) -> None:

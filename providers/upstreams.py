@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 
 from pool.account import Account, UpstreamKind
+from providers.geminicli import wrap_count_tokens, wrap_request
 from providers.dialects import Dialect, Operation, Route
 
 CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
@@ -185,11 +186,11 @@ def _wrap_code_assist_body(
     request: http.Request, account: Account, model: str, body: dict[str, Any] | None
 ) -> None:
     """Wrap a plain Gemini request as the Code Assist endpoint expects it."""
-    inner = body if body is not None else {}
-    if inner.get("model") is not None:
-        inner = {key: value for key, value in inner.items() if key != "model"}
+    inner = dict(body) if body is not None else {}
     if request.path.endswith(":countTokens"):
-        wrapped: dict[str, Any] = {"request": {"model": f"models/{model}", **inner}}
+        wrapped = wrap_count_tokens(inner, model)
     else:
-        wrapped = {"model": model, "project": account.project_id, "request": inner}
-    set_json_body(request, wrapped)
+        wrapped = wrap_request(inner, model, account.project_id)
+    if "content-encoding" in request.headers:
+        del request.headers["content-encoding"]
+    request.content = wrapped

@@ -27,13 +27,18 @@ def start_proxy(tmp_path, upstream: FakeUpstream) -> Iterator[Callable[..., Prox
     """Start a cliproxy process: `start_proxy(**config_overrides)` or `start_proxy(config=...)`."""
     started: list[ProxyProcess] = []
 
-    def start(config: dict[str, Any] | None = None, entry: str = "mitmdump", **overrides: Any) -> ProxyProcess:
+    def start(
+        config: dict[str, Any] | None = None,
+        entry: str = "mitmdump",
+        env: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> ProxyProcess:
         directory = tmp_path / f"proxy{len(started)}"
         directory.mkdir()
         (directory / "auths").mkdir()
         if config is None:
             config = default_config(upstream, free_port(), directory / "auths", **overrides)
-        proxy = ProxyProcess(directory=directory, config=config, entry=entry)
+        proxy = ProxyProcess(directory=directory, config=config, entry=entry, env=env or {})
         started.append(proxy)
         return proxy.start()
 

@@ -2,19 +2,19 @@
 
 It plays the three providers' authorization servers at once, choosing behaviour by client id:
 
-- `GET /authorize` records the PKCE challenge and answers 302 to `redirect_uri` with `code`
+- `GET /authorize` records the PKCE challenge and redirects (302) to `redirect_uri` with `code`
   and `state`, as the provider would redirect the user's browser (`authorize()` follows it
   without a browser);
 - `POST /token` accepts JSON (Claude) and form (Codex, Gemini) bodies. The
   authorization_code grant checks the PKCE verifier, redirect URI, client id and, for Gemini,
   the client secret. The refresh_token grant issues a new access token and a rotated refresh
-  token and revokes the old one. Codex answers carry an `id_token` JWT, Claude answers
+  token and revokes the old one. Codex responses contain an `id_token` JWT, Claude responses
   `account` and `organization` objects;
 - `GET /userinfo` returns the email for a valid access token (Google's userinfo);
 - `POST /v1internal:loadCodeAssist` returns `cloudaicompanionProject` (Code Assist).
 
-Knobs: `access_ttl`, `token_delay` (seconds to stall each token answer), `fail_next()`
-(answer 5xx), `reject_refresh_token()` (answer invalid_grant), `omit_refresh_token`.
+Knobs: `access_ttl`, `token_delay` (seconds to delay each token response), `fail_next()`
+(respond with 5xx), `reject_refresh_token()` (respond with invalid_grant), `omit_refresh_token`.
 Counters: `grant_calls[grant_type]`, `refresh_calls[refresh_token]`.
 
 It serves HTTPS with a throw-away CA, because oauthlib rejects plain-http token URLs; pass
@@ -201,13 +201,13 @@ class FakeOAuthServer:
     # Knobs
 
     def fail_next(self, count: int = 1, status: int = 503) -> None:
-        """Answer the next `count` token requests with HTTP `status`."""
+        """Respond to the next `count` token requests with HTTP `status`."""
         with self._lock:
             self._state.failures_left = count
             self._state.failure_status = status
 
     def reject_refresh_token(self, refresh_token: str) -> None:
-        """Answer invalid_grant for `refresh_token` from now on."""
+        """Respond with invalid_grant to `refresh_token` from now on."""
         with self._lock:
             self._state.rejected_refresh_tokens.add(refresh_token)
 
@@ -237,7 +237,7 @@ class FakeOAuthServer:
         """Open an authorization URL as a browser would and return the redirect's Location."""
         response = requests.get(url, allow_redirects=False, verify=self.ca_path, timeout=10)
         if response.status_code != 302:
-            raise AssertionError(f"authorize answered {response.status_code}: {response.text}")
+            raise AssertionError(f"authorize returned {response.status_code}: {response.text}")
         return response.headers["Location"]
 
     # Request handling (called from the server's threads)
@@ -316,10 +316,10 @@ class FakeOAuthServer:
             self.load_code_assist_bodies.append(json.loads(body or b"null"))
             if not self._bearer_valid_locked(authorization):
                 return _json(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
-        answer: dict[str, Any] = {"currentTier": {"id": "free-tier"}}
+        response_body: dict[str, Any] = {"currentTier": {"id": "free-tier"}}
         if self.account.project_id:
-            answer["cloudaicompanionProject"] = self.account.project_id
-        return _json(200, answer)
+            response_body["cloudaicompanionProject"] = self.account.project_id
+        return _json(200, response_body)
 
     # Grants (called with the lock held)
 
@@ -342,7 +342,7 @@ class FakeOAuthServer:
                 return _json(400, {"error": "invalid_grant", "error_description": "PKCE verification failed"})
         if client_id == CLAUDE_CLIENT_ID and fields.get("state") != pending.state:
             return _json(400, {"error": "invalid_request", "error_description": "state mismatch"})
-        return _json(200, self._token_answer_locked(client_id, pending.scope, include_refresh=True))
+        return _json(200, self._token_response_locked(client_id, pending.scope, include_refresh=True))
 
     def _refresh_locked(self, fields: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         refresh_token = str(fields.get("refresh_token", ""))
@@ -359,13 +359,13 @@ class FakeOAuthServer:
         if include_refresh:
             # Rotation: the used refresh token stops working.
             del self._state.refresh_tokens[refresh_token]
-        answer = self._token_answer_locked(client_id, str(fields.get("scope", "")), include_refresh)
-        return _json(200, answer)
+        body = self._token_response_locked(client_id, str(fields.get("scope", "")), include_refresh)
+        return _json(200, body)
 
-    def _token_answer_locked(self, client_id: str, scope: str, include_refresh: bool) -> dict[str, Any]:
+    def _token_response_locked(self, client_id: str, scope: str, include_refresh: bool) -> dict[str, Any]:
         access_token = self._new_token_locked("at")
         self._state.access_tokens.add(access_token)
-        answer: dict[str, Any] = {
+        body: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": self.access_ttl,
@@ -374,16 +374,16 @@ class FakeOAuthServer:
         if include_refresh:
             refresh_token = self._new_token_locked("rt")
             self._state.refresh_tokens[refresh_token] = client_id
-            answer["refresh_token"] = refresh_token
+            body["refresh_token"] = refresh_token
         if client_id == CODEX_CLIENT_ID:
-            answer["id_token"] = make_codex_id_token(self.account, client_id)
+            body["id_token"] = make_codex_id_token(self.account, client_id)
         if client_id == CLAUDE_CLIENT_ID:
-            answer["account"] = {"uuid": self.account.account_uuid, "email_address": self.account.email}
-            answer["organization"] = {
+            body["account"] = {"uuid": self.account.account_uuid, "email_address": self.account.email}
+            body["organization"] = {
                 "uuid": self.account.organization_uuid,
                 "name": self.account.organization_name,
             }
-        return answer
+        return body
 
     def _bearer_valid_locked(self, authorization: str | None) -> bool:
         if not authorization or not authorization.startswith("Bearer "):
