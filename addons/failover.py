@@ -53,6 +53,9 @@ class StreamTee:
         if not chunk:
             tail = self.finish() if self.finish is not None else b""
             state.bytes_out += len(tail)
+            if tail:
+                for observe in self.observers:
+                    observe(tail)
             return tail
         if state.first_byte_perf is None:
             import time
@@ -116,6 +119,20 @@ class Failover:
             flow.metadata[streamretry.STREAM_ERROR] = lambda message: stream_error_event(
                 state.dialect, message
             )
+            flow.metadata[streamretry.STREAM_FAILED] = lambda message: self.stream_failed(state, message)
+
+    def stream_failed(self, state: FlowState, message: str) -> None:
+        """Cool an account whose stream broke after the client got the first bytes."""
+        account = state.account
+        if account is None:
+            return
+        failure = connection_failure(message)
+        cooldown = self.runtime.pool.mark_failure(account, state.upstream_model, failure)
+        state.attempts.append(Attempt(account.label, 0, cooldown, message))
+        logger.info(
+            "request %s: account %s broke off its stream (%s), cooling %.0fs",
+            state.request_id, account.label, message, cooldown,
+        )
 
     async def cliproxy_upstream_failure(self, flow: http.HTTPFlow) -> None:
         state = flow_state(flow)

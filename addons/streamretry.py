@@ -55,6 +55,7 @@ RETRY = "cliproxy.retry"  # set by the hook: flow.request was re-routed, send it
 FAILURE_TEXT = "cliproxy.failure"  # the connect or protocol error the hook is asked about
 HANDLED = "cliproxy.handled"  # the hook already decided about this failure
 STREAM_ERROR = "cliproxy.stream_error"  # callable(message) -> bytes: in-band error event
+STREAM_FAILED = "cliproxy.stream_failed"  # callable(message): the upstream broke mid-stream
 ERROR_BODY = "cliproxy.error_body"  # callable(status, message) -> bytes: JSON error body
 
 
@@ -179,9 +180,12 @@ def _handle_protocol_error(self: HttpStream, event: Any):
                 yield from _send_local_response(self)
                 return
         elif self.server_state == self.state_stream_response_body:
+            message = f"upstream stream ended early: {event.message}"
+            stream_failed = self.flow.metadata.get(STREAM_FAILED)
+            if stream_failed is not None:
+                stream_failed(message)
             make_event = self.flow.metadata.get(STREAM_ERROR)
             if make_event is not None:
-                message = f"upstream stream ended early: {event.message}"
                 yield SendHttp(ResponseData(self.stream_id, make_event(message)), self.context.client)
     yield from _original["protocol_error"](self, event)
 

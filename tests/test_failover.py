@@ -189,6 +189,13 @@ def test_mid_stream_drop_ends_with_error_event(fill_first, upstream):
     assert upstream.count() == 1
 
 
+def test_mid_stream_drop_cools_account(fill_first, upstream):
+    upstream.enqueue("claude-A", DropAfter(events=3))
+    read_stream(fill_first, "/v1/messages", CLAUDE_STREAM)
+    response = fill_first.post("/v1/messages", CLAUDE)
+    assert "Hello from claude-B." in response.text
+
+
 def test_mid_stream_drop_openai_dialect(fill_first, upstream):
     upstream.enqueue("codex-A", DropAfter(events=2))
     body = {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}], "stream": True}
