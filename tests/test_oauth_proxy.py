@@ -175,3 +175,17 @@ def test_gemini_cli_account_serves_genai_sdk(gemini_cli_proxy, upstream, api_ver
     assert sent[1].query.get("alt") == "sse"
     assert sent[0].json["project"] == "proj-1"
     assert sent[0].header("authorization") == "Bearer gemini-token"
+
+
+def test_gemini_cli_account_serves_real_gemini_cli(gemini_cli_proxy, upstream, tmp_path):
+    from tests.clients import require_cli, run_gemini
+
+    gemini = require_cli("gemini")
+    run = run_gemini(gemini, gemini_cli_proxy.base_url, tmp_path, model="gemini-2.5-pro")
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Hello from gcli." in run.stdout
+    sent = upstream.requests()
+    assert [request.path for request in sent] == ["/v1internal:streamGenerateContent"]
+    assert sent[0].json["model"] == "gemini-2.5-pro"
+    assert sent[0].header("authorization") == "Bearer gemini-token"
