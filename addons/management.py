@@ -1,9 +1,9 @@
-"""The management API addon: it responds to `/v0/management/*` itself and never connects upstream.
+"""The management API addon: serves `/v0/management/*` locally, never from upstream.
 
-`requestheaders` marks management flows (and rejects oversized bodies early); the async
-`request` hook hands the request to `mgmt.service.ManagementService` in a worker thread,
-because bcrypt checks, config writes and `/api-call` block, and sets `flow.response`.
-Addons after this one must leave flows that already have a response alone.
+`requestheaders` marks management flows and rejects oversized bodies early. The async
+`request` hook runs `mgmt.service.ManagementService` in a worker thread, because bcrypt
+checks, config writes and `/api-call` block, and then sets `flow.response`. Addons after this
+one must leave flows that already have a response alone.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -20,12 +24,15 @@ from addons.runtime import Runtime
 from config import Config
 from mgmt.context import ConfigAccess, LogSource, MgmtContext, NoUsage, UsageSource
 from mgmt.keys import ENV_PASSWORD, GeneratedKeyStore, ManagementKeys
-from mgmt.router import PREFIX, MgmtRequest, MgmtResponse, error
+from mgmt.oauth_callback import CallbackListeners
+from mgmt.router import PREFIX, HttpError, MgmtRequest, MgmtResponse, error
 from mgmt.service import ManagementService, SecretKeyHasher
 from oauth.errors import InvalidConfig
 from oauth.flow import LoginRegistry
 from oauth.http import HttpSettings
 from oauth.providers import resolve_endpoints
+from pool import Account
+from providers.catalog import CATALOG
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,8 @@ METADATA_KEY = "cliproxy.management"
 # Largest management request body; auth files are capped at 1 MiB each, and a multipart
 # upload of several files stays below this.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# Maximum wait, in seconds, of an `/api-call` for its account's token refresh.
+TOKEN_REFRESH_TIMEOUT_SECONDS = 30.0
 
 
 def is_management_path(path: str) -> bool:
@@ -57,8 +66,34 @@ def to_http_response(response: MgmtResponse) -> http.Response:
     return http.Response.make(response.status, response.content(), response.all_headers())
 
 
+class RuntimeUsage:
+    """The runtime's current usage store as a `UsageSource`; zeros while there is none."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _store(self) -> Any:
+        return getattr(self.runtime, "usage_store", None)
+
+    def aggregate(self) -> Mapping[str, Any]:
+        store = self._store()
+        return store.aggregate() if store is not None else NoUsage().aggregate()
+
+    def export(self) -> Mapping[str, Any]:
+        store = self._store()
+        if store is None:
+            raise HttpError(404, "usage statistics unavailable")
+        return store.export()
+
+    def import_(self, data: dict[str, Any]) -> Mapping[str, Any]:
+        store = self._store()
+        if store is None:
+            raise HttpError(400, "usage statistics unavailable")
+        return store.import_(data)
+
+
 class Management:
-    """Serves the management API from the shared runtime's config, keys and pool."""
+    """The management API over the shared runtime's config, keys, pool and stores."""
 
     def __init__(
         self,
@@ -66,14 +101,19 @@ class Management:
         usage: UsageSource | None = None,
         logs: LogSource | None = None,
     ) -> None:
+        """`usage` and `logs` default to the runtime's usage store and application log."""
         self.runtime = runtime
-        self.usage = usage or NoUsage()
-        self.logs = logs
+        self.usage = usage or RuntimeUsage(runtime)
+        self.logs = logs if logs is not None else getattr(runtime, "app_log", None)
         self.service: ManagementService | None = None
+        self._service_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._release_url = ""
         self._logins: LoginRegistry | None = None
         self._logins_key: tuple[object, ...] | None = None
+        self._logins_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.oauth_redirects = CallbackListeners(self.login_registry)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -113,18 +153,16 @@ class Management:
             self._executor = ThreadPoolExecutor(threads, thread_name_prefix="cliproxy-mgmt")
 
     def build_service(self) -> ManagementService:
-        """Create the service once the runtime has loaded its config."""
-        if self.service is not None:
+        """Return the service, creating it on first use (the runtime must have loaded)."""
+        with self._service_lock:
+            if self.service is None:
+                self.service = self._create_service()
             return self.service
+
+    def _create_service(self) -> ManagementService:
         runtime = self.runtime
-
-        def replace_text(text: str) -> Config:
-            config = runtime.config_file.replace_text(text)
-            runtime.apply(config)
-            return config
-
         config = ConfigAccess(
-            runtime.config_file, lambda: runtime.cfg, runtime.update_config, replace_text
+            runtime.config_file, lambda: runtime.cfg, runtime.update_config, runtime.replace_config_text
         )
         store = GeneratedKeyStore(runtime.config_file.path.parent)
         keys = ManagementKeys(
@@ -137,16 +175,35 @@ class Management:
             keys=keys,
             pool=runtime.pool,
             reload_accounts=runtime.reload_accounts,
+            auth_problems=lambda: runtime.auth_problems,
             usage=self.usage,
             logs=self.logs,
             release_url=self._release_url,
             logins=self.login_registry,
+            oauth_redirects=self.oauth_redirects,
+            fresh_token=self.fresh_token,
+            model_catalog=lambda: CATALOG,
+            request_log_dir=self._request_log_dir,
         )
-        self.service = ManagementService(mgmt_ctx)
+        service = ManagementService(mgmt_ctx)
         hasher = SecretKeyHasher(config)
-        runtime.listeners.append(lambda _config: hasher.run())
+        runtime.listeners.append(lambda _config: self._run_in_worker(hasher.run))
         hasher.run()
-        return self.service
+        return service
+
+    def _request_log_dir(self) -> Path:
+        writer = getattr(self.runtime, "request_log", None)
+        if writer is not None:
+            return Path(writer.directory)
+        return self.runtime.cfg.directory / "logs"
+
+    def _run_in_worker(self, job: Callable[[], object]) -> None:
+        # Config listeners also run on the event loop (file watcher); bcrypt and the file
+        # write would stall every flow for ~50 ms there.
+        if self._executor is not None:
+            self._executor.submit(job)
+        else:
+            job()
 
     def login_registry(self) -> LoginRegistry | None:
         """Return the OAuth login registry for the current auth directory and endpoints.
@@ -156,25 +213,48 @@ class Management:
         """
         config = self.runtime.cfg
         key = (config.auth_dir, repr(config.oauth_endpoints), config.proxy_url)
-        if self._logins is not None and self._logins_key == key:
+        with self._logins_lock:
+            if self._logins is not None and self._logins_key == key:
+                return self._logins
+            try:
+                endpoints = resolve_endpoints(config.oauth_endpoints)
+            except InvalidConfig as exc:
+                logger.error("OAuth logins unavailable: %s", exc)
+                return None
+            if self._logins is not None:
+                self._logins.close()
+            self._logins = LoginRegistry(
+                config.auth_dir,
+                endpoints,
+                http=HttpSettings(proxy_url=config.proxy_url),
+                on_saved=lambda _path, _provider: self.runtime.reload_accounts(),
+            )
+            self._logins_key = key
             return self._logins
-        try:
-            endpoints = resolve_endpoints(config.oauth_endpoints)
-        except InvalidConfig as exc:
-            logger.error("OAuth logins unavailable: %s", exc)
-            return None
-        if self._logins is not None:
-            self._logins.close()
-        self._logins = LoginRegistry(
-            config.auth_dir,
-            endpoints,
-            http=HttpSettings(proxy_url=config.proxy_url),
-            on_saved=lambda _path, _provider: self.runtime.reload_accounts(),
-        )
-        self._logins_key = key
-        return self._logins
+
+    def fresh_token(self, account: Account) -> str:
+        """Return `account`'s access token, refreshed on the event loop when it has expired.
+
+        Called from management worker threads, never from the event loop itself.
+        """
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(
+                self.runtime.tokens.ensure_fresh(account), loop
+            )
+            try:
+                future.result(timeout=TOKEN_REFRESH_TIMEOUT_SECONDS)
+            except Exception as exc:  # the refresh path logs its own OAuth errors
+                logger.warning(
+                    "refreshing the token of %s for api-call failed: %s", account.label, exc
+                )
+        return account.secret
 
     def running(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # driven without an event loop (tests)
         if self.runtime.config is not None:
             self.build_service()
 
@@ -199,5 +279,6 @@ class Management:
     def done(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        self.oauth_redirects.close()
         if self._logins is not None:
             self._logins.close()

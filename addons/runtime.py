@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +20,16 @@ from config import Config, ConfigError, ConfigFile
 from pool import AccountPool, load_accounts
 from pool.loader import AuthFileProblem
 from addons.tokens import TokenKeeper
+from store.applog import AppLogHandler
+from store.metrics import Metrics
+from store.records import key_fingerprint
+from store.redact import Redactor
+from store.request_log import RequestLogWriter
+from store.usage_store import UsageStore
 
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL_SECONDS = 1.0
-
-
-def key_fingerprint(key: str) -> str:
-    """Return a short, stable label for a proxy key that does not reveal it."""
-    return "key-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
 
 
 class ProxyKeys:
@@ -89,8 +91,20 @@ class Runtime:
         self.tokens = TokenKeeper(self.pool)
         self.auth_problems: list[AuthFileProblem] = []
         self.listeners: list[Callable[[Config], None]] = []
+        # Called after every account reload, also when only the auth directory changed.
+        self.account_listeners: list[Callable[[], None]] = []
+        # The request log tap's shared parts (see addons/tap.py). The tap opens the usage
+        # store and the request log writer when the first config is applied.
+        self.redactor = Redactor()
+        self.app_log = AppLogHandler(self.redactor)
+        self.metrics = Metrics()
+        self.usage_store: UsageStore | None = None
+        self.request_log: RequestLogWriter | None = None
         self._config_fingerprint: str | None = None
         self._auth_signature: DirectorySignature | None = None
+        # Management requests apply config changes from worker threads while the event
+        # loop's watcher may reload the same files.
+        self._lock = threading.RLock()
 
     @property
     def cfg(self) -> Config:
@@ -107,6 +121,10 @@ class Runtime:
 
     def apply(self, config: Config) -> None:
         """Make `config` the live configuration: keys, strategy, accounts and listeners."""
+        with self._lock:
+            self._apply(config)
+
+    def _apply(self, config: Config) -> None:
         self.config = config
         self.proxy_keys = ProxyKeys(config.api_keys)
         self.pool.strategy = config.routing_strategy
@@ -120,12 +138,25 @@ class Runtime:
 
     def update_config(self, mutate: Callable[[object], None]) -> Config:
         """Edit config.yaml through `mutate` (see ConfigFile.update) and apply it live."""
-        config = self.config_file.update(mutate)
-        self._config_fingerprint = self.config_file.fingerprint()
-        self.apply(config)
-        return config
+        with self._lock:
+            config = self.config_file.update(mutate)
+            self._config_fingerprint = self.config_file.fingerprint()
+            self.apply(config)
+            return config
+
+    def replace_config_text(self, text: str) -> Config:
+        """Validate `text` as a whole config.yaml, write it, and apply it live."""
+        with self._lock:
+            config = self.config_file.replace_text(text)
+            self._config_fingerprint = self.config_file.fingerprint()
+            self.apply(config)
+            return config
 
     def reload_accounts(self) -> None:
+        with self._lock:
+            self._reload_accounts()
+
+    def _reload_accounts(self) -> None:
         config = self.cfg
         signature = DirectorySignature.of(config.auth_dir)
         accounts, problems = load_accounts(config)
@@ -142,9 +173,18 @@ class Runtime:
         self._auth_signature = signature
         self.tokens.wake()
         logger.debug("pool has %d accounts", len(accounts))
+        for listener in list(self.account_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("account listener %r failed", listener)
 
     def check_for_changes(self) -> None:
         """Reload what changed on disk since the last check."""
+        with self._lock:
+            self._check_for_changes()
+
+    def _check_for_changes(self) -> None:
         fingerprint = self.config_file.fingerprint()
         if fingerprint is not None and fingerprint != self._config_fingerprint:
             self._config_fingerprint = fingerprint

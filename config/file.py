@@ -149,4 +149,8 @@ class ConfigFile:
     def _write_document(self, document: Any) -> None:
         buffer = io.StringIO()
         _round_trip_yaml().dump(document, buffer)
-        atomic_write(self.path, buffer.getvalue().encode("utf-8"))
+        text = buffer.getvalue()
+        # ruamel.yaml can emit text it cannot read back (e.g. a commented list emptied in
+        # place); such a result must never replace a working file.
+        self.parse_text(text)
+        atomic_write(self.path, text.encode("utf-8"))

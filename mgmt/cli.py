@@ -16,6 +16,7 @@ from pathlib import Path
 
 from config import ConfigError, ConfigFile, resolve_config_path
 from config.file import generate_proxy_key
+from mgmt.yamledit import replace_sequence
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +93,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     if args.action == "add":
         key = args.value or generate_proxy_key()
+        if is_management_key(config_file, key):
+            print("cliproxy: that is the management key; proxy keys must differ from it", file=sys.stderr)
+            return 2
 
         def add(document) -> None:
-            keys = document.setdefault("api-keys", [])
+            keys = list(document.get("api-keys") or [])
             if key not in keys:
-                keys.append(key)
+                replace_sequence(document, "api-keys", [*keys, key])
 
         config_file.update(add)
         print(key)
@@ -109,17 +113,32 @@ def cmd_keys(args: argparse.Namespace) -> int:
     removed = []
 
     def remove(document) -> None:
-        keys = document.get("api-keys") or []
-        for index in reversed(range(len(keys))):
-            if keys[index] == args.value:
-                del keys[index]
-                removed.append(index)
+        keys = list(document.get("api-keys") or [])
+        kept = [key for key in keys if key != args.value]
+        removed.extend(key for key in keys if key == args.value)
+        if removed:
+            replace_sequence(document, "api-keys", kept)
 
     config_file.update(remove)
     if not removed:
         print("cliproxy: that key is not configured", file=sys.stderr)
         return 1
     return 0
+
+
+def is_management_key(config_file: ConfigFile, candidate: str) -> bool:
+    """Whether `candidate` opens the management API (it must then not be a proxy key)."""
+    import os
+
+    from mgmt.keys import ENV_PASSWORD, GeneratedKeyStore, ManagementKeys
+
+    config = config_file.load()
+    keys = ManagementKeys(
+        lambda: config.remote_management.secret_key,
+        os.environ.get(ENV_PASSWORD),
+        GeneratedKeyStore(config_file.path.parent).load(),
+    )
+    return keys.verify(candidate)
 
 
 def cmd_management_key(args: argparse.Namespace) -> int:

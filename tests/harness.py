@@ -122,7 +122,13 @@ class ProxyProcess:
         if not self.config_path.exists():
             self.write_config()
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # The fail backend keeps the generated management key out of the developer's keyring.
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+            **self.env,
+        }
         env.pop("CLIPROXY_CONFIG", None)
         self.process = subprocess.Popen(
             self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
