@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(handler=cmd_keys)
 
     management_key = commands.add_parser("management-key", parents=[common], help="print the management key")
+    management_key.add_argument(
+        "--rotate", action="store_true", help="replace the generated key with a new one and print it"
+    )
     management_key.set_defaults(handler=cmd_management_key)
 
     login = commands.add_parser("login", parents=[common], help="log in an OAuth account")
@@ -142,9 +145,13 @@ def is_management_key(config_file: ConfigFile, candidate: str) -> bool:
 
 
 def cmd_management_key(args: argparse.Namespace) -> int:
-    from mgmt.keys import read_management_key
+    from mgmt.keys import GeneratedKeyStore, read_management_key
 
     path = resolve_config_path(args.config)
+    if args.rotate:
+        print(GeneratedKeyStore(path.parent).rotate())
+        print("restart cliproxy so that the running proxy accepts the new key", file=sys.stderr)
+        return 0
     print(read_management_key(path))
     return 0
 

@@ -125,6 +125,13 @@ class GeneratedKeyStore:
             self._store(key)
             return key
 
+    def rotate(self) -> str:
+        """Replace the stored key with a new one and return it."""
+        with self._lock:
+            key = generate_key()
+            self._store(key)
+            return key
+
     def _store(self, key: str) -> None:
         backend = self._keyring()
         if backend is not None:
