@@ -74,8 +74,20 @@ def import_usage(ctx: MgmtContext, request: MgmtRequest) -> MgmtResponse:
     return MgmtResponse(200, result)
 
 
+def usage_queue(ctx: MgmtContext, request: MgmtRequest) -> MgmtResponse:
+    """Pop up to `count` per-request records (default 1), oldest first, as a JSON array."""
+    pop = getattr(ctx.usage, "queue_pop", None)
+    if pop is None:
+        raise HttpError(404, "usage statistics unavailable")
+    raw = request.query_value("count") or "1"
+    if not raw.isdigit() or int(raw) <= 0:
+        raise HttpError(400, "count must be a positive integer")
+    return MgmtResponse(200, pop(int(raw)))
+
+
 def register(router: Router, ctx: MgmtContext) -> None:
     """Add the usage routes to `router`."""
     router.add("GET", "/usage", lambda request: get_usage(ctx, request))
     router.add("GET", "/usage/export", lambda request: export_usage(ctx, request))
     router.add("POST", "/usage/import", lambda request: import_usage(ctx, request))
+    router.add("GET", "/usage-queue", lambda request: usage_queue(ctx, request))

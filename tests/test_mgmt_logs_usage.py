@@ -125,3 +125,38 @@ def test_usage_store_failure_is_404(tmp_path: Path) -> None:
 
 def test_usage_export_without_store(tmp_path: Path) -> None:
     assert Harness(tmp_path).call("GET", "/v0/management/usage/export").status == 404
+
+
+def test_usage_queue_pops_records() -> None:
+    from mgmt.router import MgmtRequest
+    from mgmt.usage import usage_queue
+
+    class Queue:
+        def __init__(self) -> None:
+            self.items = [{"request_id": "a"}, {"request_id": "b"}]
+
+        def queue_pop(self, count: int) -> list:
+            popped, self.items = self.items[:count], self.items[count:]
+            return popped
+
+    class Context:
+        usage = Queue()
+
+    first = usage_queue(Context(), MgmtRequest.build("GET", "/usage-queue?count=1"))
+    rest = usage_queue(Context(), MgmtRequest.build("GET", "/usage-queue?count=5"))
+    assert first.json == [{"request_id": "a"}]
+    assert rest.json == [{"request_id": "b"}]
+
+
+def test_usage_queue_rejects_bad_count() -> None:
+    import pytest
+
+    from mgmt.router import HttpError, MgmtRequest
+    from mgmt.usage import usage_queue
+
+    class Context:
+        usage = type("Queue", (), {"queue_pop": lambda self, count: []})()
+
+    with pytest.raises(HttpError) as error:
+        usage_queue(Context(), MgmtRequest.build("GET", "/usage-queue?count=0"))
+    assert error.value.status == 400
