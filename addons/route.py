@@ -32,7 +32,7 @@ MAX_JITTER_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class NoAccount:
-    """Why no account can take the request; `response` is what the client gets."""
+    """No account can take the request; `response` says why, in the client's dialect."""
 
     response: http.Response
 
@@ -241,12 +241,16 @@ def not_served_response(runtime: Runtime, state: FlowState, kinds: frozenset[Ups
 def exhausted_response(
     state: FlowState, result: object, wait: float | None, last_failure: Failure | None
 ) -> http.Response:
-    """The answer when no account is left: 429 while accounts cool down, else a 502/503."""
+    """Build the response for a request no account is left for: 429 while accounts cool down, else 502/503."""
     model = state.requested_model
     if wait is not None and wait > 0 and (
         isinstance(result, AllCooling) or last_failure is None or last_failure.retry_round_eligible
     ):
-        reason = result.reason if isinstance(result, AllCooling) else (last_failure.reason if last_failure else "")
+        reason = ""
+        if isinstance(result, AllCooling):
+            reason = result.reason
+        elif last_failure is not None:
+            reason = last_failure.reason
         return error_response(
             state.dialect,
             429,

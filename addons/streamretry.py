@@ -1,6 +1,6 @@
 """An extension of mitmproxy's HTTP stream state machine: re-send a request to another upstream.
 
-mitmproxy has no public way to send a request again once an upstream has answered. Doing the
+mitmproxy has no public way to send a request again once an upstream has responded. Doing the
 upstream call from an addon, or replaying the flow, buffers the whole answer, so a retried
 stream would reach the client in one piece. This module changes four methods of mitmproxy's
 internal `HttpStream` (and one of `Http1Server`) so that failover happens inside mitmproxy's
@@ -56,14 +56,13 @@ FAILURE_TEXT = "cliproxy.failure"  # the connect or protocol error the hook is a
 HANDLED = "cliproxy.handled"  # the hook already decided about this failure
 STREAM_ERROR = "cliproxy.stream_error"  # callable(message) -> bytes: in-band error event
 STREAM_FAILED = "cliproxy.stream_failed"  # callable(message): the upstream broke mid-stream
-ERROR_BODY = "cliproxy.error_body"  # callable(status, message) -> bytes: JSON error body
 
 
 @dataclass
 class UpstreamFailureHook(commands.StartHook):
     """An upstream failed before anything reached the client: decide whether to retry.
 
-    `flow.response` holds the complete error answer, or is None for a connect or protocol
+    `flow.response` is the complete error response, or is None for a connect or protocol
     error (then `flow.metadata["cliproxy.failure"]` describes it). To retry, re-route
     `flow.request` and set `flow.metadata["cliproxy.retry"] = True`. To answer instead, set
     `flow.response`, or leave the upstream's error answer in place.
@@ -191,7 +190,7 @@ def _handle_protocol_error(self: HttpStream, event: Any):
 
 
 def _resend(self: HttpStream):
-    """Drop the failed answer and send the (re-routed) request again."""
+    """Drop the failed response and send the (re-routed) request again."""
     self.flow.response = None
     self.server_state = self.state_wait_for_response_headers
     if not (yield from self.make_server_connection()):
@@ -209,7 +208,7 @@ def _resend(self: HttpStream):
 
 
 def _send_local_response(self: HttpStream):
-    """Send the response an addon set in place of the upstream's answer."""
+    """Send the response an addon set in place of the upstream's response."""
     assert self.flow.response
     self.flow.response.timestamp_start = time.time()
     self.server_state = self.state_wait_for_response_headers

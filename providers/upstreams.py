@@ -33,7 +33,7 @@ CLIENT_CREDENTIAL_QUERY = ("key", "auth_token")
 CLAUDE_OAUTH_BETA = "oauth-2025-04-20"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
-# Which upstream kinds can serve each client dialect without translation.
+# The upstream kinds that serve each client dialect without translation.
 KINDS_FOR_DIALECT: dict[Dialect, frozenset[UpstreamKind]] = {
     Dialect.ANTHROPIC: frozenset({UpstreamKind.CLAUDE_OAUTH, UpstreamKind.CLAUDE_KEY}),
     Dialect.OPENAI_RESPONSES: frozenset(
@@ -99,7 +99,7 @@ def prepare_upstream(
 ) -> bool:
     """Rewrite `request` in place to go to `account`'s upstream with its credentials.
 
-    Returns True when the upstream will stream an answer the client asked to get as one JSON
+    Returns True when the upstream will stream a response that the client requested as one JSON
     document (the ChatGPT Codex backend only streams); the caller then collects the stream.
     """
     base = urlsplit(account.base_url)
