@@ -54,6 +54,8 @@ class FlowState:
     usage_observer: Any = None
     stream_copy: bytearray | None = None
     final: bool = False
+    request_log: Any = None  # the tap's request log session (addons/tap.py)
+    recorded: bool = False  # the tap has written this request's record
 
     @classmethod
     def new(cls, dialect: Dialect, route: Route | None) -> "FlowState":

@@ -91,6 +91,12 @@ class RuntimeUsage:
             raise HttpError(400, "usage statistics unavailable")
         return store.import_(data)
 
+    def queue_pop(self, count: int) -> list[dict[str, Any]]:
+        store = self._store()
+        if store is None:
+            raise HttpError(404, "usage statistics unavailable")
+        return store.queue_pop(count)
+
 
 class Management:
     """The management API over the shared runtime's config, keys, pool and stores."""
