@@ -15,7 +15,7 @@ from collections.abc import Callable
 from mitmproxy import http
 
 from addons import streamretry
-from addons.flowstate import REQUEST_ID_HEADER, Attempt, FlowState, flow_state
+from addons.flowstate import REQUEST_ID_HEADER, Attempt, FlowState, client_gone, flow_state
 from addons.local import error_response
 from addons.route import NoAccount, apply_choice, choose_account
 from addons.runtime import Runtime
@@ -174,12 +174,16 @@ class Failover:
 
         cooldown = self.runtime.pool.mark_failure(account, state.upstream_model, failure)
         state.attempts.append(Attempt(account.label, failure.status, cooldown, failure.reason))
+        logger.info(
+            "failover: request %s: account %s failed (%s), cooling %.0fs",
+            state.request_id, account.label, failure.reason, cooldown,
+        )
 
-        choice = await choose_account(self.runtime, state, failure)
+        choice = await choose_account(self.runtime, state, failure, client_gone(flow))
         if isinstance(choice, NoAccount):
             logger.info(
-                "request %s: account %s failed (%s, cooling %.0fs); no account left for %s",
-                state.request_id, account.label, failure.reason, cooldown, state.requested_model,
+                "request %s: no account left for %s after %d attempts",
+                state.request_id, state.requested_model, len(state.attempts),
             )
             keep_upstream_error = (
                 response is not None
@@ -192,10 +196,7 @@ class Failover:
             state.final = True
             return
 
-        logger.info(
-            "failover: request %s: account %s failed (%s), cooling %.0fs; retrying on %s",
-            state.request_id, account.label, failure.reason, cooldown, choice.account.label,
-        )
+        logger.info("request %s: retrying on account %s", state.request_id, choice.account.label)
         problem = apply_choice(flow, state, choice)
         if problem is not None:
             flow.response = problem

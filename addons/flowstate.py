@@ -2,10 +2,12 @@
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.connection import ConnectionState
 
 from pool.account import Account
 from providers.dialects import Dialect, Route
@@ -36,6 +38,7 @@ class FlowState:
     local: bool = False  # answered by cliproxy itself (management, health, errors)
     outcome: str = ""  # set when cliproxy rejects or fails the request itself
     key_label: str = ""
+    key_source: str = ""  # where the proxy key came from: authorization, x-api-key, x-goog-api-key, query
     requested_model: str = ""
     upstream_model: str = ""
     stream: bool = False
@@ -64,3 +67,13 @@ class FlowState:
 
 def flow_state(flow: http.HTTPFlow) -> FlowState | None:
     return flow.metadata.get(METADATA_KEY)
+
+
+def client_gone(flow: http.HTTPFlow) -> Callable[[], bool]:
+    """Return a check for whether the client has closed its connection."""
+    connection = flow.client_conn
+
+    def gone() -> bool:
+        return connection.timestamp_end is not None or not connection.state & ConnectionState.CAN_READ
+
+    return gone

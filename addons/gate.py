@@ -29,20 +29,20 @@ CORS_HEADERS = {
 }
 
 
-def presented_keys(request: http.Request) -> list[str]:
-    """Return every credential the client sent, in the order they are checked."""
+def presented_keys(request: http.Request) -> list[tuple[str, str]]:
+    """Return every credential the client sent as (where, key), in the order they are checked."""
     keys = []
     authorization = request.headers.get("authorization", "").strip()
     if authorization:
         scheme, _, value = authorization.partition(" ")
-        keys.append(value.strip() if scheme.lower() == "bearer" and value else authorization)
+        keys.append(("authorization", value.strip() if scheme.lower() == "bearer" and value else authorization))
     for header in ("x-api-key", "x-goog-api-key"):
         value = request.headers.get(header, "").strip()
         if value:
-            keys.append(value)
+            keys.append((header, value))
     query_key = request.query.get("key", "").strip()
     if query_key:
-        keys.append(query_key)
+        keys.append(("query", query_key))
     return keys
 
 
@@ -70,9 +70,10 @@ class KeyGate:
 
         keys = presented_keys(request)
         label = None
-        for key in keys:
+        for source, key in keys:
             label = self.runtime.proxy_keys.match(key)
             if label is not None:
+                state.key_source = source
                 break
         strip_client_credentials(request)
 
@@ -107,7 +108,7 @@ class KeyGate:
             return json_response(200, {"status": "ok"})
         return None
 
-    def _rejection(self, keys: list[str]) -> str:
+    def _rejection(self, keys: list[tuple[str, str]]) -> str:
         if not len(self.runtime.proxy_keys):
             return (
                 "cliproxy has no proxy keys configured; add one under api-keys in "

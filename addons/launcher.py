@@ -17,7 +17,7 @@ from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyser
 
 from addons.chain import build_addons
 from addons.lifecycle import announce_generated_key
-from addons.listen import reverse_modes
+from addons.listen import port_in_use, port_in_use_message, reverse_modes
 from config import ConfigError, ConfigFile, resolve_config_path
 from config.file import ENV_CONFIG
 
@@ -38,6 +38,9 @@ async def serve(config_path: str = "") -> int:
         return 2
     if generated_key:
         announce_generated_key(config, generated_key)
+    if port_in_use(config.host, config.port):
+        logger.error("cliproxy cannot start: %s", port_in_use_message(config.host, config.port, path))
+        return 2
 
     opts = options.Options(mode=reverse_modes(config.host, config.port))
     proxy = master.Master(opts, with_termlog=True)

@@ -9,6 +9,7 @@ size limit.
 
 import asyncio
 import logging
+import sys
 
 from mitmproxy import ctx, exceptions
 
@@ -23,11 +24,18 @@ UPSTREAM_IDLE_TIMEOUT_SECONDS = 3 * 3600
 
 
 def announce_generated_key(config: Config, key: str) -> None:
-    """Log, once, the proxy key created on first start and how clients use it."""
-    logger.warning(
-        "created %s with a new proxy key. Clients use it as their API key, e.g. "
-        "ANTHROPIC_BASE_URL=http://%s:%d ANTHROPIC_API_KEY=%s",
-        config.path, config.host or "127.0.0.1", config.port, key,
+    """Show, once, the proxy key created on first start and how clients use it.
+
+    The key goes to the terminal (stderr) only: log lines are kept in files and served by the
+    management API, and the log redaction would hide it there anyway.
+    """
+    logger.warning("created %s with a new proxy key (shown once on the terminal)", config.path)
+    print(
+        f"cliproxy: created {config.path} with a new proxy key. Clients use it as their API key, "
+        f"e.g. ANTHROPIC_BASE_URL=http://{config.host or '127.0.0.1'}:{config.port} "
+        f"ANTHROPIC_API_KEY={key}",
+        file=sys.stderr,
+        flush=True,
     )
 
 
@@ -75,7 +83,7 @@ class Lifecycle:
             body_size_limit=str(config.body_size_limit + 1),
         )
         logger.info(
-            "cliproxy loaded %s: %d proxy keys, %d accounts",
+            "cliproxy loaded %s: proxy keys: %d, accounts: %d",
             path, len(config.api_keys), len(self.runtime.pool.accounts()),
         )
 

@@ -14,6 +14,7 @@ locally or routed to an account, never sent to that target. An explicit non-reve
 is refused: the process exits at once with a message naming the working command.
 """
 
+import errno
 import logging
 import os
 import socket
@@ -42,6 +43,25 @@ def reverse_modes(host: str, port: int) -> list[str]:
     return modes
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether `host:port` cannot be bound because something already listens there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host or "0.0.0.0", port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def port_in_use_message(host: str, port: int, config_path: object) -> str:
+    return (
+        f"port {port} on {host or 'every interface'} is already in use (another cliproxy?); "
+        f"stop that process or set another `port` in {config_path}"
+    )
+
+
 def ipv6_loopback_available() -> bool:
     if not socket.has_ipv6:
         return False
@@ -67,9 +87,10 @@ def configured_address() -> tuple[str, int]:
 def ensure_reverse_mode() -> None:
     """Make sure mitmproxy serves cliproxy's reverse mode; re-execute or stop otherwise."""
     modes = list(ctx.options.mode)
-    if modes and all(mode.startswith("reverse:") for mode in modes):
+    explicit_address = any("@" in mode for mode in modes) or ctx.options.listen_port is not None
+    if modes and all(mode.startswith("reverse:") for mode in modes) and explicit_address:
         return
-    if modes != ["regular"]:
+    if modes != ["regular"] and not all(mode.startswith("reverse:") for mode in modes):
         _stop(f"cliproxy serves reverse mode only; --mode {' '.join(modes)} would run an open proxy.")
         return
 
@@ -82,11 +103,16 @@ def ensure_reverse_mode() -> None:
         port = ctx.options.listen_port
     if ctx.options.listen_host:
         host = ctx.options.listen_host
+    if port_in_use(host, port):
+        _stop(port_in_use_message(host, port, "the config") + ".")
+        return
 
+    # A reverse mode without a listen address would listen on every interface at 8080; the
+    # target does not matter (cliproxy routes each request), so it is replaced as well.
     arguments = [sys.executable, sys.argv[0]]
     for mode in reverse_modes(host, port):
         arguments += ["--mode", mode]
-    arguments += ["--set", "connection_strategy=lazy", *sys.argv[1:]]
+    arguments += ["--set", "connection_strategy=lazy", *without_mode_options(sys.argv[1:])]
     logger.info("switching mitmproxy to reverse mode on %s:%d", host or "*", port)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -94,6 +120,23 @@ def ensure_reverse_mode() -> None:
         os.execv(sys.executable, arguments)
     except OSError as error:
         _stop(f"cliproxy could not restart mitmproxy in reverse mode: {error}.")
+
+
+def without_mode_options(argv: list[str]) -> list[str]:
+    """Drop `--mode X`, `--mode=X` and `-m X` from a mitmproxy command line."""
+    kept: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip:
+            skip = False
+            continue
+        if argument in ("--mode", "-m"):
+            skip = True
+            continue
+        if argument.startswith("--mode="):
+            continue
+        kept.append(argument)
+    return kept
 
 
 def _stop(reason: str) -> None:

@@ -11,11 +11,12 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mitmproxy import http
 
-from addons.flowstate import FlowState, flow_state
+from addons.flowstate import FlowState, client_gone, flow_state
 from addons.local import error_response, json_response
 from addons.runtime import Runtime
 from pool import AllCooling, Exhausted, NotServed, Picked, UpstreamKind
@@ -69,7 +70,7 @@ class Router:
         if problem is not None:
             return problem
 
-        choice = await choose_account(self.runtime, state, last_failure=None)
+        choice = await choose_account(self.runtime, state, None, client_gone(flow))
         if isinstance(choice, NoAccount):
             return choice.response
         return apply_choice(flow, state, choice)
@@ -115,7 +116,15 @@ class Router:
         assert route is not None
         pool = self.runtime.pool
 
-        if route.dialect is Dialect.GEMINI:
+        # `/v1/models` is both OpenAI's list and the Gemini API's (google-genai uses API v1);
+        # the way the key was sent tells the clients apart.
+        gemini_client = state.key_source in ("x-goog-api-key", "query")
+        if route.api_version == "v1":
+            use_gemini = gemini_client and "anthropic-version" not in flow.request.headers
+        else:
+            use_gemini = route.dialect is Dialect.GEMINI
+
+        if use_gemini:
             models = pool.served_models(CATALOG, KINDS_FOR_DIALECT[Dialect.GEMINI])
             if route.operation is Operation.GET_MODEL:
                 wanted = route.path_model
@@ -124,20 +133,24 @@ class Router:
                 return error_response(state.dialect, 404, f"model {wanted} is not served by cliproxy")
             return json_response(200, gemini_models(models))
 
+        anthropic_client = "anthropic-version" in flow.request.headers
+        shape = anthropic_models if anthropic_client else openai_models
         models = pool.served_models(CATALOG)
         if route.operation is Operation.GET_MODEL:
             wanted = route.path_model
             for model, account in models:
                 if model == wanted:
-                    return json_response(200, openai_models([(model, account)])["data"][0])
-            return error_response(state.dialect, 404, f"model {wanted} is not served by cliproxy")
-        if "anthropic-version" in flow.request.headers:
-            return json_response(200, anthropic_models(models))
-        return json_response(200, openai_models(models))
+                    return json_response(200, shape([(model, account)])["data"][0])
+            dialect = Dialect.ANTHROPIC if anthropic_client else Dialect.OPENAI_CHAT
+            return error_response(dialect, 404, f"model {wanted} is not served by cliproxy", code="model_not_found")
+        return json_response(200, shape(models))
 
 
 async def choose_account(
-    runtime: Runtime, state: FlowState, last_failure: Failure | None
+    runtime: Runtime,
+    state: FlowState,
+    last_failure: Failure | None,
+    client_gone: Callable[[], bool] = lambda: False,
 ) -> Picked | NoAccount:
     """Pick the account for the next attempt, waiting for a cooling one when allowed.
 
@@ -176,6 +189,11 @@ async def choose_account(
             state.request_id, model, delay, state.rounds + 1,
         )
         await asyncio.sleep(delay)
+        if client_gone():
+            # Retrying for a client that hung up would spend quota on an answer nobody reads.
+            logger.info("request %s: client disconnected while waiting; not retrying", state.request_id)
+            state.outcome = "client_disconnected"
+            return NoAccount(error_response(state.dialect, 499, "client disconnected"))
         state.rounds += 1
         state.tried.clear()
 
@@ -216,7 +234,7 @@ def not_served_response(runtime: Runtime, state: FlowState, kinds: frozenset[Ups
     other_kinds = set(UpstreamKind) - set(kinds)
     others = pool.serving(other_kinds, model)
     if others:
-        routes = sorted({ROUTES_FOR_KIND[account.kind] for account, _ in others})
+        routes = sorted({route for account, _ in others for route in ROUTES_FOR_KIND[account.kind].split(" or ")})
         return error_response(
             state.dialect,
             400,

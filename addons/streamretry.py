@@ -40,6 +40,7 @@ from mitmproxy.proxy.layers.http import (
     RequestTrailers,
     ResponseData,
     ResponseEndOfMessage,
+    ResponseHeaders,
     ResponseProtocolError,
     SendHttp,
 )
@@ -56,6 +57,7 @@ FAILURE_TEXT = "cliproxy.failure"  # the connect or protocol error the hook is a
 HANDLED = "cliproxy.handled"  # the hook already decided about this failure
 STREAM_ERROR = "cliproxy.stream_error"  # callable(message) -> bytes: in-band error event
 STREAM_FAILED = "cliproxy.stream_failed"  # callable(message): the upstream broke mid-stream
+HEADERS_HELD = "cliproxy.headers_held"  # a streamed response's headers wait for its first bytes
 
 
 @dataclass
@@ -93,8 +95,14 @@ def install() -> None:
     _original["connect"] = HttpStream.make_server_connection
     _original["protocol_error"] = HttpStream.handle_protocol_error
     _original["http1_send"] = _http1.Http1Server.send
+    _original["start_stream"] = HttpStream.start_response_stream
+    _original["stream_body"] = HttpStream.state_stream_response_body
+    _original["error_response"] = _http1.make_error_response
 
     HttpStream.state_consume_response_body = _state_consume_response_body
+    HttpStream.start_response_stream = _start_response_stream
+    HttpStream.state_stream_response_body = _state_stream_response_body
+    _http1.make_error_response = _make_json_error_response
     HttpStream.make_server_connection = _make_server_connection
     HttpStream.handle_protocol_error = _handle_protocol_error
     _http1.Http1Server.send = _http1_server_send
@@ -109,6 +117,9 @@ def uninstall() -> None:
     HttpStream.make_server_connection = _original.pop("connect")
     HttpStream.handle_protocol_error = _original.pop("protocol_error")
     _http1.Http1Server.send = _original.pop("http1_send")
+    HttpStream.start_response_stream = _original.pop("start_stream")
+    HttpStream.state_stream_response_body = _original.pop("stream_body")
+    _http1.make_error_response = _original.pop("error_response")
 
 
 def _state_consume_response_body(self: HttpStream, event: Any):
@@ -124,6 +135,23 @@ def _state_consume_response_body(self: HttpStream, event: Any):
         yield from self.send_response()
         return
     yield from _original["consume"](self, event)
+
+
+def _start_response_stream(self: HttpStream):
+    if not _is_routed(self.flow):
+        yield from _original["start_stream"](self)
+        return
+    # Hold the headers until the upstream sends body bytes: a stream that breaks before its
+    # first byte can then still fail over, because the client has received nothing.
+    self.flow.metadata[HEADERS_HELD] = True
+    self.server_state = self.state_stream_response_body
+
+
+def _state_stream_response_body(self: HttpStream, event: Any):
+    if self.flow.metadata.pop(HEADERS_HELD, False):
+        assert self.flow.response
+        yield SendHttp(ResponseHeaders(self.stream_id, self.flow.response, end_stream=False), self.context.client)
+    yield from _original["stream_body"](self, event)
 
 
 def _make_server_connection(self: HttpStream):
@@ -163,6 +191,9 @@ def _handle_protocol_error(self: HttpStream, event: Any):
         nothing_sent = self.server_state in (
             self.state_wait_for_response_headers,
             self.state_consume_response_body,
+        ) or (
+            self.server_state == self.state_stream_response_body
+            and self.flow.metadata.pop(HEADERS_HELD, False)
         )
         if nothing_sent and self.client_state == self.state_done:
             self.flow.metadata[FAILURE_TEXT] = f"upstream connection failed: {event.message}"
@@ -245,6 +276,25 @@ def _json_error_response(path: str, status: int, message: str) -> bytes:
     response = http.Response.make(
         status,
         error_body(dialect_for_path(path.split("?", 1)[0]), status, message),
+        {"content-type": "application/json", "connection": "close"},
+    )
+    from mitmproxy.net.http import http1
+
+    return http1.assemble_response(response)
+
+
+def _make_json_error_response(status_code: int, message: str = "") -> bytes:
+    """Replace mitmproxy's HTML error page for requests it could not even parse.
+
+    No route is known for such a request, so the error uses the OpenAI shape.
+    """
+    from providers.dialects import Dialect, error_body
+
+    if "validate_inbound_headers" in message:
+        message = "invalid request headers: conflicting or malformed Content-Length/Transfer-Encoding"
+    response = http.Response.make(
+        status_code,
+        error_body(Dialect.OPENAI_CHAT, status_code, message or "invalid request"),
         {"content-type": "application/json", "connection": "close"},
     )
     from mitmproxy.net.http import http1

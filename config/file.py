@@ -101,8 +101,17 @@ class ConfigFile:
         return self.parse_text(self.read_text())
 
     def parse_text(self, text: str) -> Config:
-        """Validate YAML text as a config for this path, without writing anything."""
+        """Validate YAML text as a config for this path, without writing anything.
+
+        An empty document is invalid: editors truncate a file before writing it, and applying
+        that moment's content would drop every proxy key and account.
+        """
         document = self._parse_document(text)
+        if document is None:
+            raise ConfigError(
+                f"config file {self.path} is empty; write the configuration into it "
+                "(cliproxy creates a commented one when the file is missing)"
+            )
         return parse_config(document, self.path)
 
     def update(self, mutate: Callable[[Any], None]) -> Config:

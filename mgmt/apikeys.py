@@ -29,11 +29,16 @@ def _current_keys(document: Any) -> list[str]:
     return [str(key) for key in keys]
 
 
+def is_valid_proxy_key(key: str) -> bool:
+    """Whether `key` can be a proxy key: 1 to 512 characters, no whitespace."""
+    return bool(key) and len(key) <= MAX_KEY_LENGTH and not any(ch.isspace() for ch in key)
+
+
 def _clean_key(ctx: MgmtContext, value: Any) -> str:
     if not isinstance(value, str):
         raise HttpError(400, "invalid body")
     key = value.strip()
-    if not key or len(key) > MAX_KEY_LENGTH or any(ch.isspace() for ch in key):
+    if not is_valid_proxy_key(key):
         raise HttpError(400, "invalid api key: use 1 to 512 characters without spaces")
     if ctx.keys.verify(key):
         raise HttpError(400, "a proxy API key must differ from the management key")

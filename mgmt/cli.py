@@ -16,6 +16,7 @@ from pathlib import Path
 
 from config import ConfigError, ConfigFile, resolve_config_path
 from config.file import generate_proxy_key
+from mgmt.apikeys import is_valid_proxy_key
 from mgmt.yamledit import replace_sequence
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.handler is not cmd_serve:
+        # `serve` logs through mitmproxy's terminal log; a second handler would print twice.
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.handler(args)
     except ConfigError as error:
@@ -96,6 +99,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     if args.action == "add":
         key = args.value or generate_proxy_key()
+        if not is_valid_proxy_key(key):
+            print("cliproxy: invalid key: use 1 to 512 characters without spaces", file=sys.stderr)
+            return 2
         if is_management_key(config_file, key):
             print("cliproxy: that is the management key; proxy keys must differ from it", file=sys.stderr)
             return 2

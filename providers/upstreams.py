@@ -28,8 +28,15 @@ from pool.account import Account, UpstreamKind
 from providers.geminicli import wrap_count_tokens, wrap_request
 from providers.dialects import Dialect, Operation, Route
 
-CLIENT_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
-CLIENT_CREDENTIAL_QUERY = ("key", "auth_token")
+# Every place a client may put a credential; none of them is forwarded upstream.
+CLIENT_CREDENTIAL_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+)
+CLIENT_CREDENTIAL_QUERY = ("key", "auth_token", "access_token")
 CLAUDE_OAUTH_BETA = "oauth-2025-04-20"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 

@@ -227,3 +227,49 @@ def test_config_error_names_key_value_fix(tmp_path, bad):
         ConfigFile(path).load()
     expected = {"key": "'request-retry'", "value": "'lots'", "fix": "whole number"}[bad]
     assert expected in str(error.value)
+
+
+def test_port_in_use_reported(tmp_path, upstream):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = default_config(upstream, port, tmp_path)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = subprocess.run(
+            [str(BIN / "cliproxy"), "--config", str(path), "serve"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_explicit_reverse_mode_without_address_uses_config(tmp_path, upstream):
+    config = default_config(upstream, free_port(), tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [str(BIN / "mitmdump"), "-s", "addons/cliproxy.py", "--mode", "reverse:http://127.0.0.1:9",
+         "--set", f"cliproxy_config={path}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = requests.get(f"http://127.0.0.1:{config['port']}/healthz", timeout=1).status_code
+            except requests.RequestException:
+                time.sleep(0.1)
+        assert status == 200
+        assert 8080 not in listening_ports(process.pid)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_empty_config_edit_ignored(proxy):
+    proxy.config_path.write_text("")
+    time.sleep(2.5)
+    assert proxy.get("/v1/models").status_code == 200
+    assert "is empty" in proxy.log_text()

@@ -246,3 +246,39 @@ def test_failover_logged_without_secret(fill_first, upstream):
     assert "claude-api-key#0" in log
     assert "upstream-claude-A" not in log
     assert PROXY_KEY not in log
+
+
+def test_stream_dropped_before_first_byte_fails_over(fill_first, upstream):
+    upstream.enqueue("claude-A", DropAfter(events=0))
+    status, lines, raw = read_stream(fill_first, "/v1/messages", CLAUDE_STREAM)
+    assert status == 200
+    assert b"event: error" not in raw
+    assert [request.account for request in upstream.requests()] == ["claude-A", "claude-B"]
+
+
+def test_other_credential_forms_stripped(proxy, upstream):
+    proxy.post(
+        "/v1beta/models/gemini-2.5-pro:generateContent?access_token=" + PROXY_KEY,
+        {"contents": [{"parts": [{"text": "hi"}]}]},
+        headers={"proxy-authorization": f"Bearer {PROXY_KEY}", "api-key": PROXY_KEY},
+    )
+    sent = upstream.requests()[0]
+    assert sent.header("proxy-authorization") is None
+    assert sent.header("api-key") is None
+    assert "access_token" not in sent.query
+
+
+def test_retries_stop_when_client_leaves(start_proxy, upstream):
+    proxy = start_proxy(routing={"strategy": "fill-first"}, **{"request-retry": 3, "max-retry-interval": 30})
+    for name in ("A", "B", "C"):
+        upstream.enqueue(f"claude-{name}", server_error(500))
+    try:
+        requests.post(
+            proxy.base_url + "/v1/messages", json=CLAUDE,
+            headers={"authorization": f"Bearer {PROXY_KEY}"}, timeout=1,
+        )
+    except requests.exceptions.ReadTimeout:
+        pass
+    time.sleep(7)
+    assert upstream.count() == 3
+    assert "client disconnected while waiting" in proxy.log_text()

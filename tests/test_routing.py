@@ -163,3 +163,37 @@ def test_models_follow_config_changes(proxy):
             break
         time.sleep(0.2)
     assert "hot-added-model" in ids
+
+
+def test_model_lookup_openai_shape(proxy):
+    response = proxy.get("/v1/models/gpt-5")
+    assert response.status_code == 200
+    assert response.json()["id"] == "gpt-5"
+    assert response.json()["object"] == "model"
+
+
+def test_model_lookup_anthropic_shape(proxy):
+    response = proxy.get("/v1/models/claude-sonnet-4-5", headers={"anthropic-version": "2023-06-01"})
+    assert response.status_code == 200
+    assert response.json()["type"] == "model"
+
+
+def test_model_list_for_genai_v1_client(proxy):
+    response = proxy.get("/v1/models", key=None, headers={"x-goog-api-key": proxy_key()})
+    names = [model["name"] for model in response.json()["models"]]
+    assert "models/gemini-2.5-pro" in names
+
+
+def test_genai_sdk_lists_models(proxy):
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key=proxy_key(), http_options=types.HttpOptions(base_url=proxy.base_url))
+    names = [model.name for model in client.models.list()]
+    assert "models/gemini-2.5-pro" in names
+
+
+def proxy_key():
+    from tests.harness import PROXY_KEY
+
+    return PROXY_KEY

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fakes import USAGE, DropAfter, Gzip, Slow, rate_limited
+from tests.fakes import USAGE, DropAfter, Gzip, NoUsage, Slow, rate_limited
 from tests.harness import BIN, PROXY_KEY, ROOT, ProxyProcess, default_config, free_port
 
 CLAUDE = {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
@@ -168,8 +168,8 @@ def test_record_describes_request(usage_proxy, upstream, path, body, expected):
 @pytest.mark.parametrize(
     "path, body, drop",
     [
-        # Anthropic's first frame (message_start) already carries usage, so cut before it.
-        ("/v1/messages", {**CLAUDE, "stream": True}, 0),
+        # Anthropic's message_start already carries input usage; this stream's carries none.
+        ("/v1/messages", {**CLAUDE, "stream": True}, 2),
         ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True}}, 2),
         ("/v1/responses", {**RESPONSES, "stream": True}, 2),
         (GEMINI_SSE, GEMINI, 2),
@@ -178,8 +178,9 @@ def test_record_describes_request(usage_proxy, upstream, path, body, expected):
 )
 def test_stream_cut_before_usage_is_unknown(start_proxy, upstream, path, body, drop):
     proxy = start_proxy(routing={"strategy": "fill-first"})
-    for account in ("claude-A", "codex-A", "gemini-A"):
+    for account in ("codex-A", "gemini-A"):
         upstream.enqueue(account, DropAfter(drop))
+    upstream.enqueue("claude-A", DropAfter(drop) + NoUsage())
     response = proxy.post(path, body, stream=True)
     request_id = response.headers["x-cliproxy-request-id"]
     # The proxy sends an error event, then ends the response as abruptly as the upstream did.
