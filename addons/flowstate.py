@@ -49,7 +49,7 @@ class FlowState:
     rounds: int = 0
     refreshed: set[str] = field(default_factory=set)
     body: dict[str, Any] | None = None
-    original_headers: http.Headers | None = None
+    original_headers: tuple[tuple[bytes, bytes], ...] | None = None  # raw fields, restored on retry
     original_content: bytes | None = None
     original_path: str = ""
     first_byte_perf: float | None = None

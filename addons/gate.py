@@ -40,9 +40,10 @@ def presented_keys(request: http.Request) -> list[tuple[str, str]]:
         value = request.headers.get(header, "").strip()
         if value:
             keys.append((header, value))
-    query_key = request.query.get("key", "").strip()
-    if query_key:
-        keys.append(("query", query_key))
+    if b"key=" in request.data.path:
+        query_key = request.query.get("key", "").strip()
+        if query_key:
+            keys.append(("query", query_key))
     return keys
 
 

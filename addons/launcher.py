@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 
 from mitmproxy import master, options
-from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
+from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, termlog, tlsconfig
 
 from addons.chain import build_addons
+from addons.dispatch import LeanAddonManager
 from addons.lifecycle import announce_generated_key
 from addons.listen import port_in_use, port_in_use_message, reverse_modes
 from config import ConfigError, ConfigFile, resolve_config_path
@@ -43,7 +44,10 @@ async def serve(config_path: str = "") -> int:
         return 2
 
     opts = options.Options(mode=reverse_modes(config.host, config.port))
-    proxy = master.Master(opts, with_termlog=True)
+    proxy = master.Master(opts, with_termlog=False)
+    proxy.addons = LeanAddonManager(proxy)
+    proxy._termlog_addon = termlog.TermLog()
+    proxy.addons.add(proxy._termlog_addon)
     proxy.addons.add(
         core.Core(),
         proxyserver.Proxyserver(),

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from concurrent.futures import ThreadPoolExecutor
@@ -273,9 +273,14 @@ class Management:
             flow.response = to_http_response(error(413, "request body is larger than 16 MiB"))
             flow.response.headers["Connection"] = "close"
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # A plain method that returns a coroutine only for management flows: mitmproxy awaits
+        # what a hook returns, and every other request skips the coroutine's cost.
         if not flow.metadata.get(METADATA_KEY) or flow.response is not None:
-            return
+            return None
+        return self._answer(flow)
+
+    async def _answer(self, flow: http.HTTPFlow) -> None:
         service = self.build_service()
         mgmt_request = to_mgmt_request(flow)
         loop = asyncio.get_running_loop()

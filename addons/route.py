@@ -93,7 +93,7 @@ class Router:
             if not isinstance(body, dict):
                 return error_response(state.dialect, 400, "request body must be a JSON object")
         state.body = body
-        state.original_headers = flow.request.headers.copy()
+        state.original_headers = flow.request.headers.fields
         state.original_content = flow.request.raw_content
         state.original_path = flow.request.path
 
@@ -205,7 +205,7 @@ def apply_choice(flow: http.HTTPFlow, state: FlowState, choice: Picked) -> http.
     account = choice.account
 
     if state.original_headers is not None and state.account is not None:
-        flow.request.headers = state.original_headers.copy()
+        flow.request.headers.fields = state.original_headers
         flow.request.path = state.original_path
         flow.request.raw_content = state.original_content
 

@@ -18,7 +18,9 @@ Credentials per upstream kind:
 | OpenAI-compatible | /chat/completions, /responses | `Authorization: Bearer` when a key is set |
 """
 
+import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,15 +67,48 @@ class UnsupportedOperation(ValueError):
     """The account's upstream cannot serve this operation (e.g. count_tokens on Codex)."""
 
 
+_CREDENTIAL_HEADER_NAMES = frozenset(name.encode() for name in CLIENT_CREDENTIAL_HEADERS)
+_CREDENTIAL_QUERY_MARKERS = tuple(name.encode() + b"=" for name in CLIENT_CREDENTIAL_QUERY)
+
+
 def strip_client_credentials(request: http.Request) -> None:
     """Remove every credential the client sent, headers and query parameters alike."""
-    for name in CLIENT_CREDENTIAL_HEADERS:
-        if name in request.headers:
-            del request.headers[name]
-    query = request.query
-    if any(name in query for name in CLIENT_CREDENTIAL_QUERY):
+    # Runs on every request: one pass over the raw header fields, and the query is parsed
+    # only when its raw text mentions a credential parameter.
+    fields = request.headers.fields
+    if any(name.lower() in _CREDENTIAL_HEADER_NAMES for name, _ in fields):
+        request.headers.fields = tuple(
+            field for field in fields if field[0].lower() not in _CREDENTIAL_HEADER_NAMES
+        )
+    raw_path = request.data.path
+    if b"?" in raw_path and any(marker in raw_path for marker in _CREDENTIAL_QUERY_MARKERS):
+        query = request.query
         for name in CLIENT_CREDENTIAL_QUERY:
             query.pop(name, None)
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """The parts of an upstream base URL that a request is pointed at."""
+
+    scheme: bytes
+    host: str
+    port: int
+    netloc: str
+    base_path: str
+
+
+@functools.lru_cache(maxsize=1024)
+def upstream_target(base_url: str) -> UpstreamTarget:
+    """Split a base URL once; every request to that account reuses the result."""
+    base = urlsplit(base_url)
+    return UpstreamTarget(
+        scheme=base.scheme.encode(),
+        host=base.hostname or "",
+        port=base.port or (443 if base.scheme == "https" else 80),
+        netloc=base.netloc,
+        base_path=base.path.rstrip("/"),
+    )
 
 
 def upstream_path(account: Account, route: Route, model: str) -> str:
@@ -109,20 +144,26 @@ def prepare_upstream(
     Returns True when the upstream will stream a response that the client requested as one JSON
     document (the ChatGPT Codex backend only streams); the caller then collects the stream.
     """
-    base = urlsplit(account.base_url)
-    path = base.path.rstrip("/") + upstream_path(account, route, upstream_model)
-    query = request.query.copy()
-    if account.kind is UpstreamKind.GEMINI_CLI and route.gemini_method == "streamGenerateContent":
-        query["alt"] = "sse"
-
-    request.scheme = base.scheme
-    request.host = base.hostname or ""
-    request.port = base.port or (443 if base.scheme == "https" else 80)
-    request.path = path
-    request.query = query
-    request.headers["host"] = base.netloc
-
     strip_client_credentials(request)
+
+    target = upstream_target(account.base_url)
+    path = target.base_path + upstream_path(account, route, upstream_model)
+    _, _, query = request.path.partition("?")
+    if account.kind is UpstreamKind.GEMINI_CLI and route.gemini_method == "streamGenerateContent":
+        if "alt=sse" not in query.split("&"):
+            query = f"{query}&alt=sse" if query else "alt=sse"
+
+    # The data fields are set directly: the property setters would rebuild the Host header
+    # after each of them, and it is set once here.
+    data = request.data
+    data.scheme = target.scheme
+    data.host = target.host
+    data.port = target.port
+    data.path = (f"{path}?{query}" if query else path).encode("utf-8", "surrogateescape")
+    if data.authority:
+        data.authority = target.netloc.encode()
+    request.headers["host"] = target.netloc
+
     _set_credentials(request, account)
     _apply_account_headers(request, account)
 

@@ -47,7 +47,9 @@ def generated_key(addon: Management) -> str:
 def run(addon: Management, flow) -> None:
     addon.requestheaders(flow)
     if flow.response is None:
-        asyncio.run(addon.request(flow))
+        pending = addon.request(flow)
+        if pending is not None:
+            asyncio.run(pending)
 
 
 def test_management_path_matching() -> None:
