@@ -9,6 +9,12 @@ it needs (header tuples, body references) and queues the write.
 - Error-only mode: nothing happens while the request runs. A failed request is written whole
   when it ends, from the flow. The body of a streamed response is not kept in this mode, and
   the file notes that.
+
+A request that cliproxy rejected (no valid proxy key, or a body over `body-size-limit-mb`) is
+logged without its request body, in a file cut at `REJECTED_LOG_MAX_BYTES`. A request without
+a valid proxy key gets no `error-*.log` file, so clients without a key can neither fill the
+disk nor push real failures out of the kept error files. The usage store and the metrics
+still count every rejection.
 """
 
 from __future__ import annotations
@@ -32,6 +38,16 @@ from store.request_log import RequestLogHandle, RequestLogWriter
 logger = logging.getLogger(__name__)
 
 STREAMED_BODY_NOT_KEPT = b"[streamed response body not kept: request-log is off]"
+REJECTED_LOG_MAX_BYTES = 16 * 1024
+REJECTED = "rejected"  # `FlowState.outcome` of a request that the key gate rejected
+
+
+def is_rejected(state: FlowState) -> bool:
+    return state.outcome == REJECTED
+
+
+def rejected_body_notice(size: int) -> bytes:
+    return f"[request body of {size} bytes not logged: cliproxy rejected the request]".encode()
 
 
 class RequestSnapshot(NamedTuple):
@@ -47,16 +63,18 @@ class RequestSnapshot(NamedTuple):
     @classmethod
     def of(cls, flow: http.HTTPFlow, state: FlowState) -> RequestSnapshot:
         """Take the client's request. Routed requests use the copy from before the router
-        rewrote them for the upstream, so the upstream credentials are never in it."""
+        rewrote them for the upstream, so the upstream credentials are never in it. A
+        rejected request's body is replaced by a notice with its size."""
         request = flow.request
         if state.original_headers is not None:
-            headers, url, body = state.original_headers, state.original_path, state.original_content
+            fields, url, body = state.original_headers, state.original_path, state.original_content
         else:
-            headers, url, body = request.headers, request.path, request.raw_content
-        return cls(
-            request.method, url, headers.fields, body or b"", headers.get("content-encoding", ""),
-            request.http_version,
-        )
+            fields, url, body = request.headers.fields, request.path, request.raw_content
+        body = body or b""
+        content_encoding = _first_value(fields, b"content-encoding")
+        if is_rejected(state):
+            body, content_encoding = rejected_body_notice(len(body)), ""
+        return cls(request.method, url, fields, body, content_encoding, request.http_version)
 
 
 class ResponseSnapshot(NamedTuple):
@@ -167,7 +185,7 @@ class RequestLogger:
         state.request_log = session
         self.worker.submit(
             self._open, writer, session, state.account, state.request_id, state.started,
-            RequestSnapshot.of(flow, state),
+            RequestSnapshot.of(flow, state), _max_log_bytes(state),
         )
 
     def stream_started(self, state: FlowState, response: http.Response) -> None:
@@ -207,6 +225,8 @@ class RequestLogger:
         writer = self.runtime.request_log
         if writer is None or not (writer.full or (record.failed and writer.error_files_kept > 0)):
             return
+        if not writer.full and is_rejected(state) and not state.key_label:
+            return
         self.worker.submit(
             self._write_whole,
             writer,
@@ -218,6 +238,7 @@ class RequestLogger:
             ResponseSnapshot.of(response, streamed) if response is not None else None,
             record,
             error_text,
+            _max_log_bytes(state),
         )
 
     def close(self) -> None:
@@ -231,6 +252,7 @@ class RequestLogger:
         request_id: str,
         started: float,
         request: RequestSnapshot,
+        max_bytes: int | None = None,
     ) -> None:
         self._before_open(account)
         session.handle = writer.open(
@@ -241,6 +263,7 @@ class RequestLogger:
             decode_body(request.body, request.content_encoding),
             http_version=request.http_version,
             timestamp=started,
+            max_bytes=max_bytes,
         )
 
     def _write_whole(
@@ -254,13 +277,26 @@ class RequestLogger:
         response: ResponseSnapshot | None,
         record: RequestRecord,
         error_text: str,
+        max_bytes: int | None,
     ) -> None:
         session = LogSession()
-        self._open(writer, session, account, request_id, started, request)
+        self._open(writer, session, account, request_id, started, request, max_bytes)
         _log_response(session, attempts, response)
         if response is not None and response.body is None:
             _append_response(session, STREAMED_BODY_NOT_KEPT)
         _close_log(session, record.status, record.failed, error_text)
+
+
+def _first_value(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str:
+    """Return the first value of header `name` (lower case) in raw header fields, or ""."""
+    for field_name, value in fields:
+        if field_name.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def _max_log_bytes(state: FlowState) -> int | None:
+    return REJECTED_LOG_MAX_BYTES if is_rejected(state) else None
 
 
 def decode_body(body: bytes, content_encoding: str) -> bytes:

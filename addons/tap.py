@@ -11,7 +11,8 @@ When a request ends (the `response` or `error` hook), the tap turns its `FlowSta
   own file, written while the request runs, and a streamed response is appended chunk by chunk.
   Otherwise only failed requests are written, as `error-*.log`, and the newest
   `error-logs-max-files` of them are kept. A file stops at 16 MiB. The directory is kept under
-  `logs-max-total-size-mb`, or under 1 GiB when that key is 0 or missing.
+  `logs-max-total-size-mb`, or under 1 GiB when that key is 0 or missing. Requests that the
+  gate rejected are logged without their body (addons/requestlog.py).
 
 Token counts come from the upstream's own usage fields. A buffered JSON response is parsed once
 when it ends. A streamed response is read by an `SSEUsageObserver` that the failover addon's

@@ -12,6 +12,9 @@ Metric names carry the `cliproxy_` prefix:
 
 `route` and `model` come from client requests, so each keeps at most
 `max_label_values` distinct values and reports the rest as "other".
+
+`observe` runs once per request. It keeps the labelled counters it used in bounded caches,
+so a request with known labels costs dictionary lookups instead of label resolution.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -29,6 +33,9 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 NAMESPACE = "cliproxy"
 DEFAULT_MAX_LABEL_VALUES = 200
 OTHER_LABEL_VALUE = "other"
+# Maximum labelled counters each cache of `Metrics.observe` keeps. A full cache is emptied
+# and fills again with the label sets in use.
+MAX_CACHED_CHILDREN = 4096
 
 # Responses of coding models take from under a second to several minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -125,17 +132,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Keyed by the record's raw values. Only label sets that passed the bounded labels
+        # unchanged are cached, so values reported as "other" cannot fill the cache.
+        self._request_children: dict[tuple[str, str, str, int], Any] = {}
+        self._failover_children: dict[str, Any] = {}
+        # Created on first use, so a kind shows in the exposition once it was counted.
+        self._token_children: dict[str, Any] = {}
+
     def observe(self, record: RequestRecord) -> None:
         """Count a finished request: status, tokens, failovers, latency and time to first byte."""
-        self.requests.labels(
-            route=self._route_label(record.route),
-            provider=record.provider,
-            model=self._model_label(record.model),
-            status=str(record.status),
-        ).inc()
+        self._requests_child(record).inc()
 
         usage = record.usage
         if usage is not None:
+            token_children = self._token_children
             for kind, count in (
                 ("input", usage.input),
                 ("output", usage.output),
@@ -144,13 +154,38 @@ class Metrics:
                 ("reasoning", usage.reasoning),
             ):
                 if count:
-                    self.tokens.labels(kind=kind).inc(count)
+                    child = token_children.get(kind)
+                    if child is None:
+                        child = token_children[kind] = self.tokens.labels(kind=kind)
+                    child.inc(count)
 
         if len(record.attempts) > 1:
-            self.failovers.labels(provider=record.provider).inc(len(record.attempts) - 1)
+            self._failovers_child(record.provider).inc(len(record.attempts) - 1)
         self.request_latency.observe(record.latency_ms / 1000)
         if record.ttfb_ms is not None:
             self.ttfb.observe(record.ttfb_ms / 1000)
+
+    def _requests_child(self, record: RequestRecord) -> Any:
+        model = record.model
+        key = (record.route, record.provider, model, record.status)
+        child = self._request_children.get(key)
+        if child is not None:
+            return child
+        route_label = self._route_label(record.route)
+        model_label = self._model_label(model)
+        child = self.requests.labels(
+            route=route_label, provider=record.provider, model=model_label, status=str(record.status)
+        )
+        if route_label == record.route and model_label == model:
+            _cache_child(self._request_children, key, child)
+        return child
+
+    def _failovers_child(self, provider: str) -> Any:
+        child = self._failover_children.get(provider)
+        if child is None:
+            child = self.failovers.labels(provider=provider)
+            _cache_child(self._failover_children, provider, child)
+        return child
 
     def set_account_states(
         self, states: Iterable[tuple[str, str, AccountState | str, float | None]]
@@ -178,3 +213,11 @@ class Metrics:
         """Return every metric in the Prometheus text exposition format (`CONTENT_TYPE`)."""
         with self._account_lock:
             return generate_latest(self.registry)
+
+
+def _cache_child(cache: dict[Any, Any], key: Any, child: Any) -> None:
+    # Two threads may insert at once. Both insert the same child, and the size check may
+    # let the cache pass its bound by a few entries, which is harmless.
+    if len(cache) >= MAX_CACHED_CHILDREN:
+        cache.clear()
+    cache[key] = child

@@ -111,12 +111,14 @@ class RequestLogWriter:
         *,
         http_version: str = "HTTP/1.1",
         timestamp: float | None = None,
+        max_bytes: int | None = None,
     ) -> RequestLogHandle:
         """Start the log of one request and write its request sections.
 
         `url` is the request target as the client sent it (path and query, or a full URL).
-        Disk errors do not raise: a file that cannot be created is logged, and the handle
-        then discards everything.
+        `max_bytes` cuts this request's log below the writer's limits. Disk errors do not
+        raise: a file that cannot be created is logged, and the handle then discards
+        everything.
         """
         started = timestamp if timestamp is not None else self._clock()
         name = log_file_name(_url_path(url), request_id, started)
@@ -127,12 +129,10 @@ class RequestLogWriter:
         else:
             sink = _DiscardSink(name)
 
-        handle = RequestLogHandle(
-            self,
-            sink,
-            max_bytes=self.max_file_bytes if self.full else self.error_buffer_bytes,
-            started=started,
-        )
+        limit = self.max_file_bytes if self.full else self.error_buffer_bytes
+        if max_bytes is not None:
+            limit = min(limit, max_bytes)
+        handle = RequestLogHandle(self, sink, max_bytes=limit, started=started)
         handle._write_request(request_id, method, url, headers, body, http_version, started)
         return handle
 

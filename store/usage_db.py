@@ -25,6 +25,7 @@ from typing import Any
 from store.records import RequestRecord
 
 SCHEMA_VERSION = 1
+WRITER_CACHE_KIB = 512
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -129,6 +130,10 @@ def open_database(path: Path) -> sqlite3.Connection:
     # SQLite documents that WAL with synchronous=NORMAL stays consistent after a power loss
     # and may lose only the most recent commits.
     connection.execute("PRAGMA synchronous=NORMAL")
+    # A page cache of 512 KiB instead of SQLite's default 2000 KiB: the usage store uses this
+    # connection only to insert and prune, and the smaller cache keeps the proxy's resident
+    # size flatter while the file grows.
+    connection.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
     with connection:
         connection.executescript(_SCHEMA)
         version = connection.execute("PRAGMA user_version").fetchone()[0]

@@ -7,6 +7,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from providers.usage import Usage
+from store import metrics as metrics_module
 from store.metrics import CONTENT_TYPE, Metrics
 from store.records import Attempt, Outcome, RequestRecord
 
@@ -166,3 +167,60 @@ def test_model_label_values_bounded():
     models = {dict(labels)["model"] for name, labels in samples(metrics)
               if name == "cliproxy_requests_total"}
     assert models == {"m1", "m2", "other"}
+
+
+def count_label_calls(monkeypatch, metric) -> list[dict]:
+    """Record every `labels` call on `metric` while still returning the real child."""
+    calls = []
+    original = metric.labels
+
+    def labels(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metric, "labels", labels)
+    return calls
+
+
+def test_observe_reuses_labelled_children(monkeypatch):
+    metrics = Metrics()
+    request_calls = count_label_calls(monkeypatch, metrics.requests)
+    token_calls = count_label_calls(monkeypatch, metrics.tokens)
+    failover_calls = count_label_calls(monkeypatch, metrics.failovers)
+    for _ in range(3):
+        metrics.observe(make_record())
+
+    assert len(request_calls) == 1
+    assert len(token_calls) == 5
+    assert len(failover_calls) == 1
+    parsed = samples(metrics)
+    labels = (("model", "claude-sonnet-4-5"), ("provider", "claude"),
+              ("route", "POST /v1/messages"), ("status", "200"))
+    assert parsed[("cliproxy_requests_total", labels)] == 3
+    assert parsed[("cliproxy_tokens_total", (("kind", "input"),))] == 30
+    assert parsed[("cliproxy_failovers_total", (("provider", "claude"),))] == 3
+
+
+def test_label_cache_bounded(monkeypatch):
+    monkeypatch.setattr(metrics_module, "MAX_CACHED_CHILDREN", 4)
+    metrics = Metrics()
+    for status in range(200, 220):
+        metrics.observe(make_record(status=status))
+        assert len(metrics._request_children) <= 4
+    for status in range(200, 220):
+        metrics.observe(make_record(status=status))
+    parsed = samples(metrics)
+    for status in range(200, 220):
+        labels = (("model", "claude-sonnet-4-5"), ("provider", "claude"),
+                  ("route", "POST /v1/messages"), ("status", str(status)))
+        assert parsed[("cliproxy_requests_total", labels)] == 2, status
+
+
+def test_other_label_values_not_cached():
+    metrics = Metrics(max_label_values=1)
+    for index in range(50):
+        metrics.observe(make_record(requested_model=f"model-{index}"))
+    assert len(metrics._request_children) == 1
+    models = {dict(labels)["model"]: value for (name, labels), value in samples(metrics).items()
+              if name == "cliproxy_requests_total"}
+    assert models == {"model-0": 1, "other": 49}

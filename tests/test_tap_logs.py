@@ -203,3 +203,58 @@ def test_logging_to_file_applies_live(start_proxy, upstream):
     rewrite_config(proxy, **{"logging-to-file": True})
     rewrite_config(proxy, **{"request-retry": 2})
     assert "config file changed" in main_log.read_text()
+
+
+def padded_body(size: int) -> bytes:
+    """Return a Claude request of exactly `size` bytes whose padding is easy to find in a file."""
+    empty = len(json.dumps({**CLAUDE, "metadata": {"pad": ""}}))
+    return json.dumps({**CLAUDE, "metadata": {"pad": "Q" * (size - empty)}}).encode()
+
+
+def log_files(directory: Path) -> list[Path]:
+    return sorted((directory / "logs").glob("*.log"))
+
+
+def test_rejected_request_bodies_not_logged(start_proxy, upstream):
+    # mitmproxy itself stops bodies over the limit plus one byte, so only a body of exactly
+    # that size reaches the gate's 413 and the request hook.
+    limit = 8 << 20
+    proxy = start_proxy(**{"request-log": True, "body-size-limit-mb": limit >> 20})
+    without_key = proxy.post("/v1/messages", padded_body(5 << 20), key=None)
+    assert without_key.status_code == 401
+    too_large = proxy.post("/v1/messages", padded_body(limit + 1))
+    assert too_large.status_code == 413
+    accepted = proxy.post("/v1/messages", CLAUDE)
+    assert accepted.status_code == 200
+    # The log writer runs in submission order, so the accepted request's END comes last.
+    [accepted_log] = wait_for_files(
+        proxy.directory / "logs", f"*-{accepted.headers['x-cliproxy-request-id']}.log", 1
+    )
+    deadline = time.monotonic() + 10
+    while "=== END ===" not in accepted_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    for response in (without_key, too_large):
+        request_id = response.headers["x-cliproxy-request-id"]
+        [path] = [path for path in log_files(proxy.directory) if request_id in path.name]
+        text = path.read_text()
+        assert "not logged: cliproxy rejected the request" in text, path.name
+        assert "QQQQQQQQ" not in text, path.name
+        assert "=== END ===" in text, path.name
+        assert path.stat().st_size < 16 * 1024, path.name
+
+    # Error-only mode: the 413 of a known key gets a small error file, the 401 gets none.
+    rewrite_config(proxy, **{"request-log": False})
+    without_key = proxy.post("/v1/messages", padded_body(5 << 20), key=None)
+    assert without_key.status_code == 401
+    too_large = proxy.post("/v1/messages", padded_body(limit + 1))
+    assert too_large.status_code == 413
+    [error_log] = wait_for_files(
+        proxy.directory / "logs", f"error-*-{too_large.headers['x-cliproxy-request-id']}.log", 1
+    )
+    assert "QQQQQQQQ" not in error_log.read_text()
+    assert error_log.stat().st_size < 16 * 1024
+    rejected_id = without_key.headers["x-cliproxy-request-id"]
+    assert not [path for path in log_files(proxy.directory) if rejected_id in path.name]
+    assert len(wait_for_records(proxy.directory, 5)) == 5
+    assert sum(path.stat().st_size for path in log_files(proxy.directory)) < 64 * 1024

@@ -16,8 +16,9 @@ from tests.test_tap_usage import CHAT, CLAUDE
 THREADS = 8
 WARMUP_REQUESTS = 500
 TOTAL_REQUESTS = 5000
-# RSS may grow this much after warm-up: allocator noise, plus the bounded usage queue that
-# `GET /usage-queue` drains (4,500 more records of under 1 KiB each).
+# RSS may grow this much after warm-up: allocator noise, the usage database's page cache,
+# plus the bounded usage queue that `GET /usage-queue` drains (4,500 more entries of about
+# 300 bytes each).
 MAX_GROWTH = 0.10
 
 

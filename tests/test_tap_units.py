@@ -9,11 +9,13 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from addons.flowstate import Attempt as FlowAttempt
 from addons.flowstate import FlowState
 from addons.tap import IncrementalDecoder, known_secrets, request_outcome
 from config import ConfigFile
+from config.defaults import example_config_text
 from pool import Account, UpstreamKind
 from providers.dialects import Dialect
 from providers.usage import SSEUsageObserver, Usage
@@ -138,3 +140,29 @@ def test_decoder_stops_after_invalid_data():
     assert decode(b"not gzip at all") == b""
     assert decode(gzip.compress(b"data: {}\n\n")) == b""
     assert IncrementalDecoder.for_encoding("br") is None
+
+
+TAP_CONFIG_KEYS = {
+    "usage-retention-days": 30,
+    "error-logs-max-files": 10,
+    "logs-max-total-size-mb": 0,
+    "metrics-allow-loopback": False,
+    "body-size-limit-mb": 64,
+}
+
+
+def test_example_config_documents_tap_keys(tmp_path):
+    text = example_config_text()
+    lines = text.splitlines()
+    for key, default in TAP_CONFIG_KEYS.items():
+        [index] = [index for index, line in enumerate(lines) if line.startswith(f"{key}:")]
+        assert lines[index - 1].startswith("# "), key
+        assert yaml.safe_load(lines[index]) == {key: default}, key
+    # The documented values are the defaults, so a first-start config behaves as without them.
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("__GENERATED_KEY__", "sk-unit-test-proxy-key-0123456789"))
+    config = ConfigFile(path).load()
+    assert config.usage_retention_days == 30
+    assert config.error_logs_max_files == 10
+    assert config.logs_max_total_size_mb == 0
+    assert config.body_size_limit == 64 << 20
