@@ -78,4 +78,7 @@ def _install_signal_handlers(proxy: master.Master) -> None:
 
 def main(config_path: str | Path = "") -> int:
     logging.getLogger().setLevel(logging.INFO)
+    # mitmproxy logs every client connect and disconnect at INFO; at hundreds of connections
+    # a second that drowns cliproxy's own lines (and costs time on every request).
+    logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     return asyncio.run(serve(str(config_path)))
