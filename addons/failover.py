@@ -1,8 +1,8 @@
-"""Failover and streaming: what happens once an upstream starts answering.
+"""Failover and streaming: what happens once an upstream starts responding.
 
-In `responseheaders` a success answer is streamed straight through (SSE, and any answer of
+In `responseheaders` a successful response is streamed straight through (SSE, and any response of
 unknown or large size) with a tee that watches the bytes for the first-byte time and usage
-without holding them. An error answer is left unstreamed and flagged, so the stream extension
+without holding them. An error response is left unstreamed and flagged, so the stream extension
 (`addons.streamretry`) reads it completely and calls `cliproxy_upstream_failure`: the failure is
 classified, the account cools down, and the request moves to the next account, all before any
 byte reached the client. Request faults (a bad request would fail anywhere) go back unchanged.
@@ -81,7 +81,7 @@ def should_stream(flow: http.HTTPFlow, state: FlowState) -> bool:
 
 
 class Failover:
-    """Streams successful answers and turns failed ones into retries on other accounts."""
+    """Streams successful responses and turns failed ones into retries on other accounts."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -104,7 +104,7 @@ class Failover:
         self.runtime.pool.mark_success(state.account, state.upstream_model)
         state.attempts.append(Attempt(state.account.label, response.status_code))
         if state.collect_stream:
-            return  # buffered, then turned into one JSON answer in `response`
+            return  # buffered, then turned into one JSON response in `response`
         if should_stream(flow, state):
             observers = []
             for make in self.stream_observers:
@@ -164,7 +164,7 @@ class Failover:
             if await self.runtime.tokens.refresh_after_401(account):
                 state.attempts.append(Attempt(account.label, 401, 0.0, "access token refreshed"))
                 logger.info(
-                    "request %s: account %s answered 401; refreshed its token, retrying once",
+                    "request %s: account %s returned 401; refreshed its token, retrying once",
                     state.request_id, account.label,
                 )
                 problem = apply_choice(flow, state, Picked(account, state.upstream_model))

@@ -18,7 +18,7 @@ REQUEST_ID_HEADER = "x-cliproxy-request-id"
 
 @dataclass
 class Attempt:
-    """One upstream attempt: which account, what it answered, and the cooldown it got."""
+    """One upstream attempt: the account, its response status, and the cooldown it got."""
 
     account: str
     status: int
@@ -28,21 +28,21 @@ class Attempt:
 
 @dataclass
 class FlowState:
-    """What cliproxy knows about one client request while it is in flight."""
+    """The state of one client request while it is in flight."""
 
     request_id: str
     dialect: Dialect
     route: Route | None
     started: float = field(default_factory=time.time)
     started_perf: float = field(default_factory=time.perf_counter)
-    local: bool = False  # answered by cliproxy itself (management, health, errors)
+    local: bool = False  # responded to by cliproxy itself (management, health, errors)
     outcome: str = ""  # set when cliproxy rejects or fails the request itself
     key_label: str = ""
     key_source: str = ""  # where the proxy key came from: authorization, x-api-key, x-goog-api-key, query
     requested_model: str = ""
     upstream_model: str = ""
     stream: bool = False
-    collect_stream: bool = False  # the upstream streams, the client wants one JSON answer
+    collect_stream: bool = False  # the upstream streams, the client expects one JSON response
     account: Account | None = None
     attempts: list[Attempt] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)

@@ -1,6 +1,6 @@
 """The key gate: the first addon every request meets.
 
-It answers the open routes itself (`HEAD /`, `GET /`, `/healthz`, CORS preflights), leaves
+It responds to the open routes itself (`HEAD /`, `GET /`, `/healthz`, CORS preflights), leaves
 `/v0/management/*` to the management addon, and lets every other request through only with a
 proxy key from `Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or `?key=`. A request may
 carry several credentials (a client can send its own unrelated `Authorization`); one matching
@@ -48,7 +48,7 @@ def presented_keys(request: http.Request) -> list[tuple[str, str]]:
 
 
 class KeyGate:
-    """Answers open routes, rejects requests without a proxy key, and strips client credentials."""
+    """Responds to open routes, rejects requests without a proxy key, and strips client credentials."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime

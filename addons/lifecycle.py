@@ -3,7 +3,7 @@
 `load()` declares `cliproxy_config`; `configure()` creates the config on first start (logging
 the generated proxy key once, with how to use it), validates it and refuses to start with the
 key, value and fix when it is invalid. It also sets the mitmproxy options the data path relies
-on: lazy upstream connections, a long idle timeout for slow non-streamed answers, and the body
+on: lazy upstream connections, a long idle timeout for slow non-streamed responses, and the body
 size limit.
 """
 
@@ -18,7 +18,7 @@ from config import Config, ConfigError, ConfigFile, resolve_config_path
 
 logger = logging.getLogger(__name__)
 
-# A non-streamed answer can stay silent for many minutes while a model thinks; mitmproxy's
+# A non-streamed response can stay silent for many minutes while a model thinks; mitmproxy's
 # default idle timeout (600 s) would cut it.
 UPSTREAM_IDLE_TIMEOUT_SECONDS = 3 * 3600
 
@@ -78,7 +78,7 @@ class Lifecycle:
         ctx.options.update(
             connection_strategy="lazy",
             tcp_timeout=UPSTREAM_IDLE_TIMEOUT_SECONDS,
-            # Slightly above cliproxy's own limit: the gate answers 413 in the client's dialect
+            # Slightly above cliproxy's own limit: the gate returns 413 in the client's dialect
             # for declared lengths, and mitmproxy stops chunked bodies past this size.
             body_size_limit=str(config.body_size_limit + 1),
         )

@@ -3,7 +3,7 @@
 For each gated request the router reads the model (JSON body, or the Gemini path segment),
 asks the pool for an account whose upstream speaks the client's format, and rewrites the
 request to that account's upstream with its credentials (`providers.upstreams`). Model lists
-are answered locally. The same `choose_account()` serves the failover addon when an attempt
+are served locally. The same `choose_account()` serves the failover addon when an attempt
 fails, so waiting for a cooling account and the `request-retry` rounds live in one place.
 """
 
@@ -190,7 +190,7 @@ async def choose_account(
         )
         await asyncio.sleep(delay)
         if client_gone():
-            # Retrying for a client that hung up would spend quota on an answer nobody reads.
+            # Retrying for a client that hung up would spend quota on a response nobody reads.
             logger.info("request %s: client disconnected while waiting; not retrying", state.request_id)
             state.outcome = "client_disconnected"
             return NoAccount(error_response(state.dialect, 499, "client disconnected"))

@@ -1,23 +1,25 @@
 """An extension of mitmproxy's HTTP stream state machine: re-send a request to another upstream.
 
 mitmproxy has no public way to send a request again once an upstream has responded. Doing the
-upstream call from an addon, or replaying the flow, buffers the whole answer, so a retried
-stream would reach the client in one piece. This module changes four methods of mitmproxy's
-internal `HttpStream` (and one of `Http1Server`) so that failover happens inside mitmproxy's
-own data path, before any byte of the failed answer reaches the client:
+upstream call from an addon, or replaying the flow, buffers the whole response, so a retried
+stream would reach the client in one piece. This module replaces a few methods of mitmproxy's
+internal `HttpStream` (and of its HTTP/1 server side) so that failover happens inside
+mitmproxy's own data path, before any byte of the failed response reaches the client:
 
-1. An error answer (the failover addon flagged it in `responseheaders` and left it unstreamed)
-   is read completely; then the `cliproxy_upstream_failure` hook runs. If the hook re-routed
-   `flow.request` and set the retry flag, the failed answer is dropped and the request is sent
-   to the new upstream; a streamed answer from there flows to the client live.
+1. An error response (the failover addon flagged it in `responseheaders` and left it
+   unstreamed) is read completely; then the `cliproxy_upstream_failure` hook runs. If the hook
+   re-routed `flow.request` and set the retry flag, the failed response is dropped and the
+   request is sent to the new upstream; a streamed response from there flows to the client live.
 2. A connect error runs the same hook before mitmproxy gives up, so the next account is tried.
-3. A connection that breaks before the answer's headers reached the client runs the hook too.
-   After headers went out, an error event in the client's dialect ends the stream instead.
+3. A streamed response's headers are held until its first body bytes, and a connection that
+   breaks before then runs the hook too. After bytes went out, an error event in the client's
+   dialect ends the stream instead, and the account cools down.
 4. Protocol errors that still end a request (413 for an oversize body, a 502 after the last
-   account) reach HTTP/1 clients as JSON in the route's dialect, not mitmproxy's HTML page.
+   account, a request mitmproxy cannot parse) reach HTTP/1 clients as JSON, not as mitmproxy's
+   HTML page.
 
-The patch is bound to mitmproxy 12.3 (`check_version()` refuses anything else), and
-tests/test_streamretry.py fails as soon as an upgrade changes the patched behaviour.
+The patch is bound to mitmproxy 12.3 (`check_version()` refuses anything else), and the
+end-to-end failover tests fail as soon as an upgrade changes the patched behaviour.
 """
 
 import logging
@@ -66,8 +68,8 @@ class UpstreamFailureHook(commands.StartHook):
 
     `flow.response` is the complete error response, or is None for a connect or protocol
     error (then `flow.metadata["cliproxy.failure"]` describes it). To retry, re-route
-    `flow.request` and set `flow.metadata["cliproxy.retry"] = True`. To answer instead, set
-    `flow.response`, or leave the upstream's error answer in place.
+    `flow.request` and set `flow.metadata["cliproxy.retry"] = True`. To respond instead, set
+    `flow.response`, or leave the upstream's error response in place.
     """
 
     flow: http.HTTPFlow

@@ -422,6 +422,11 @@ def _goals_section(document: dict) -> list[str]:
         for goal in goals:
             lines.append(f"| {goal['goal']} | {goal['measured']} | {_met_text(goal['met'])} | {goal['explanation']} |")
         lines.append("")
+    lines += [
+        "Where the time goes under load, and why the goals that are not met are out of reach on "
+        "mitmproxy: [profile.md](profile.md).",
+        "",
+    ]
     return lines
 
 

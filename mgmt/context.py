@@ -18,6 +18,7 @@ from mgmt.keys import ManagementKeys
 from mgmt.oauth_callback import CallbackListeners
 from oauth.flow import LoginRegistry
 from pool import Account, AccountPool, AuthFileProblem, Family
+from store.statistics import empty_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +66,7 @@ class NoUsage:
 
 def empty_usage_snapshot() -> dict[str, Any]:
     """Return a usage snapshot with zero counters and empty breakdowns."""
-    return {
-        "total_requests": 0,
-        "success_count": 0,
-        "failure_count": 0,
-        "total_tokens": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "apis": {},
-        "requests_by_day": {},
-        "requests_by_hour": {},
-        "tokens_by_day": {},
-        "tokens_by_hour": {},
-    }
+    return empty_snapshot()
 
 
 class ConfigAccess:

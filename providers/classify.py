@@ -1,10 +1,10 @@
-"""Classifying upstream error answers into failures with cooldowns.
+"""Classifying upstream error responses into failures with cooldowns.
 
 Request faults (400, 409, 413, 422, or a body that says the request is invalid) go straight
 back to the client: the next account would reject the same request. Everything else cools the
 account (or one model on it) and moves the request on:
 
-| answer | scope | cooldown |
+| response | scope | cooldown |
 |---|---|---|
 | 401 | account | 30 min (an OAuth account refreshes its token first) |
 | 402, 403 | account | 30 min |
@@ -58,7 +58,7 @@ _MODEL_UNSUPPORTED_PHRASES = (
 
 
 def classify(status: int, headers: Mapping[str, str], body: bytes, now: float | None = None) -> Failure:
-    """Classify an upstream error answer (status >= 400); `body` must be decoded already."""
+    """Classify an upstream error response (status >= 400); `body` must be decoded already."""
     now = time.time() if now is None else now
     error = _error_fields(body)
     message = error.get("message") or ""
@@ -94,7 +94,7 @@ def _reason(status: int, message: str) -> str:
     message = " ".join(message.split())
     if len(message) > 160:
         message = message[:157] + "..."
-    return f"upstream answered {status}" + (f": {message}" if message else "")
+    return f"upstream returned {status}" + (f": {message}" if message else "")
 
 
 def _error_fields(body: bytes) -> dict[str, Any]:

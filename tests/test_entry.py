@@ -72,6 +72,18 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
+def healthz_status(port: int, wait: float = 20.0) -> int | None:
+    """Poll `/healthz` until it answers 200 or `wait` seconds pass; return the last status."""
+    deadline = time.monotonic() + wait
+    status = None
+    while time.monotonic() < deadline and status != 200:
+        try:
+            status = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code
+        except requests.RequestException:
+            time.sleep(0.1)
+    return status
+
+
 def proxy_pid(process: ProxyProcess) -> int:
     """The mitmdump process: the started one (the entry script re-executes in place)."""
     assert process.process is not None
@@ -102,14 +114,7 @@ def test_config_from_environment(tmp_path, upstream):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        status = None
-        while time.monotonic() < deadline and status != 200:
-            try:
-                status = requests.get(f"http://127.0.0.1:{config['port']}/healthz", timeout=1).status_code
-            except requests.RequestException:
-                time.sleep(0.1)
-        assert status == 200
+        assert healthz_status(config["port"]) == 200
     finally:
         process.terminate()
         process.wait(10)
@@ -254,14 +259,7 @@ def test_explicit_reverse_mode_without_address_uses_config(tmp_path, upstream):
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        status = None
-        while time.monotonic() < deadline and status != 200:
-            try:
-                status = requests.get(f"http://127.0.0.1:{config['port']}/healthz", timeout=1).status_code
-            except requests.RequestException:
-                time.sleep(0.1)
-        assert status == 200
+        assert healthz_status(config["port"]) == 200
         assert 8080 not in listening_ports(process.pid)
     finally:
         process.terminate()
