@@ -189,3 +189,48 @@ def test_gemini_cli_account_serves_real_gemini_cli(gemini_cli_proxy, upstream, t
     assert [request.path for request in sent] == ["/v1internal:streamGenerateContent"]
     assert sent[0].json["model"] == "gemini-2.5-pro"
     assert sent[0].header("authorization") == "Bearer gemini-token"
+
+
+@pytest.mark.parametrize(
+    "route, provider, file_prefix",
+    [("/anthropic-auth-url", "claude", "claude-"), ("/codex-auth-url", "codex", "codex-")],
+)
+def test_management_login_flow_completes(start_proxy, upstream, oauth_server, tmp_path, route, provider, file_prefix):
+    config = oauth_config(upstream, oauth_server, tmp_path)
+    proxy = start(start_proxy, config, oauth_server)
+    headers = {"authorization": f"Bearer {MANAGEMENT_KEY}"}
+    base = proxy.base_url + "/v0/management"
+
+    started = requests.get(base + route, headers=headers, timeout=10).json()
+    assert started["status"] == "ok"
+    assert requests.get(base + "/get-auth-status", params={"state": started["state"]}, headers=headers, timeout=10).json() == {"status": "wait"}
+
+    # The user's browser logs in and lands on the registered redirect URI; a web UI passes
+    # that address back through /oauth-callback.
+    landed = oauth_server.authorize(started["url"])
+    answer = requests.post(base + "/oauth-callback", json={"provider": provider, "redirect_url": landed}, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+    status = {}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status = requests.get(base + "/get-auth-status", params={"state": started["state"]}, headers=headers, timeout=10).json()
+        if status["status"] != "wait":
+            break
+        time.sleep(0.2)
+    assert status == {"status": "ok"}
+
+    written = list((tmp_path / "auths").glob(f"{file_prefix}*.json"))
+    assert len(written) == 1
+    assert oct(written[0].stat().st_mode & 0o777) == "0o600"
+    files = requests.get(base + "/auth-files", headers=headers, timeout=10).json()["files"]
+    assert [entry["name"] for entry in files] == [written[0].name]
+
+
+def test_unknown_login_state_is_error(start_proxy, upstream, oauth_server, tmp_path):
+    proxy = start(start_proxy, oauth_config(upstream, oauth_server, tmp_path), oauth_server)
+    status = requests.get(
+        proxy.base_url + "/v0/management/get-auth-status", params={"state": "no-such-state"},
+        headers={"authorization": f"Bearer {MANAGEMENT_KEY}"}, timeout=10,
+    ).json()
+    assert status["status"] == "error"
