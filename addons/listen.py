@@ -44,7 +44,7 @@ def reverse_modes(host: str, port: int) -> list[str]:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether `host:port` cannot be bound because something already listens there."""
+    """Return True when something already listens on `host:port`, so it cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

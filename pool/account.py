@@ -15,7 +15,7 @@ from config import ModelMapping
 
 
 class UpstreamKind(StrEnum):
-    """How an account talks to its upstream."""
+    """The upstream protocol and credential type of an account."""
 
     CLAUDE_OAUTH = "claude-oauth"
     CLAUDE_KEY = "claude-api-key"

@@ -15,7 +15,7 @@ MAX_BACKOFF_SECONDS = 30 * 60
 
 
 class FailureKind(StrEnum):
-    """What an upstream failure means for the account that produced it."""
+    """The kind of an upstream failure, which decides its cooldown and whether to rotate."""
 
     REQUEST_FAULT = "request_fault"  # the request itself is bad: no cooldown, no rotation
     UNAUTHORIZED = "unauthorized"  # 401
@@ -30,7 +30,7 @@ class Failure:
     """A classified upstream failure.
 
     `cooldown` is in seconds; None means "back off exponentially" (a 429 without a hint) and
-    0 means no cooldown. `rotate` says whether the request moves on to another account.
+    0 means no cooldown. `rotate` is True when the request moves on to another account.
     """
 
     kind: FailureKind
