@@ -71,8 +71,8 @@ def validate_name(name: str | None) -> str:
         or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name)
     ):
         raise HttpError(400, "invalid name")
-    if not name.lower().endswith(".json"):
-        raise HttpError(400, "name must end with .json")
+    if not name.endswith(".json"):
+        raise HttpError(400, "name must end with .json (lower case)")
     return name
 
 
@@ -255,7 +255,7 @@ def _auth_file_paths(ctx: MgmtContext) -> list[Path]:
         raise HttpError(500, f"failed to list auth directory: {exc}") from None
     paths = []
     for path in candidates:
-        if path.name.startswith(".") or not path.name.lower().endswith(".json"):
+        if path.name.startswith(".") or not path.name.endswith(".json"):
             continue
         try:
             if stat.S_ISREG(path.lstat().st_mode):

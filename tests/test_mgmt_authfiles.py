@@ -47,6 +47,7 @@ def entries(harness: Harness) -> list[dict]:
         ".hidden.json",
         "C:evil.json",
         "evil.txt",
+        "upper.JSON",
         "",
         "a%00b.json",
     ],
