@@ -29,17 +29,27 @@ CORS_HEADERS = {
 }
 
 
+_KEY_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
+
+
 def presented_keys(request: http.Request) -> list[tuple[str, str]]:
     """Return every credential the client sent as (where, key), in the order they are checked."""
+    # One pass over the raw header fields: this runs on every request.
+    found: dict[bytes, str] = {}
+    for name, value in request.headers.fields:
+        name = name.lower()
+        if name in _KEY_HEADERS and name not in found:
+            found[name] = value.decode("utf-8", "surrogateescape").strip()
+
     keys = []
-    authorization = request.headers.get("authorization", "").strip()
+    authorization = found.get(b"authorization", "")
     if authorization:
         scheme, _, value = authorization.partition(" ")
         keys.append(("authorization", value.strip() if scheme.lower() == "bearer" and value else authorization))
-    for header in ("x-api-key", "x-goog-api-key"):
-        value = request.headers.get(header, "").strip()
+    for header in (b"x-api-key", b"x-goog-api-key"):
+        value = found.get(header, "")
         if value:
-            keys.append((header, value))
+            keys.append((header.decode(), value))
     if b"key=" in request.data.path:
         query_key = request.query.get("key", "").strip()
         if query_key:

@@ -43,6 +43,8 @@ DEFAULT_RETENTION_DAYS = 30
 DEFAULT_DETAILS_PER_MODEL = 1000
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_BATCH_SIZE = 500
+# How long the writer collects records before one transaction writes them all.
+DEFAULT_BATCH_DELAY_SECONDS = 0.2
 DEFAULT_PRUNE_INTERVAL_SECONDS = 3600.0
 # Repeated disk errors and dropped records are logged at most once per this many seconds.
 _LOG_INTERVAL_SECONDS = 60.0
@@ -68,6 +70,7 @@ class UsageStore:
         usage_queue: UsageQueue | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_delay_seconds: float = DEFAULT_BATCH_DELAY_SECONDS,
         prune_interval_seconds: float = DEFAULT_PRUNE_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.time,
     ):
@@ -75,6 +78,7 @@ class UsageStore:
         self.retention_days = retention_days
         self.usage_queue = usage_queue if usage_queue is not None else UsageQueue()
         self.batch_size = batch_size
+        self.batch_delay_seconds = batch_delay_seconds
         self.prune_interval_seconds = prune_interval_seconds
         self._clock = clock
 
@@ -170,7 +174,10 @@ class UsageStore:
             except queue.Empty:
                 item = None
 
+            # Gather records for a short while before writing: one transaction per request
+            # would wake this thread, and take the GIL, for every request under load.
             batch: list[RequestRecord] = []
+            gather_until = time.monotonic() + self.batch_delay_seconds
             while item is not None:
                 if item is _STOP:
                     stopping = True
@@ -178,8 +185,12 @@ class UsageStore:
                 batch.append(item)
                 if len(batch) >= self.batch_size:
                     break
+                remaining = gather_until - time.monotonic()
                 try:
-                    item = self._pending.get_nowait()
+                    if remaining > 0:
+                        item = self._pending.get(timeout=remaining)
+                    else:
+                        item = self._pending.get_nowait()
                 except queue.Empty:
                     item = None
 
