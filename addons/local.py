@@ -1,4 +1,4 @@
-"""Responses that cliproxy answers itself: JSON bodies and errors in the client's dialect."""
+"""Responses that cliproxy sends itself: JSON bodies and errors in the client's dialect."""
 
 import json
 import math

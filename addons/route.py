@@ -1,7 +1,7 @@
 """The router: model → provider → account, then destination and credentials.
 
 For each gated request the router reads the model (JSON body, or the Gemini path segment),
-asks the pool for an account whose upstream speaks the client's format, and rewrites the
+requests from the pool an account whose upstream speaks the client's format, and rewrites the
 request to that account's upstream with its credentials (`providers.upstreams`). Model lists
 are served locally. The same `choose_account()` serves the failover addon when an attempt
 fails, so waiting for a cooling account and the `request-retry` rounds live in one place.
@@ -33,7 +33,7 @@ MAX_JITTER_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class NoAccount:
-    """No account can take the request; `response` says why, in the client's dialect."""
+    """No account can take the request; `response` gives the reason in the client's dialect."""
 
     response: http.Response
 
@@ -117,7 +117,7 @@ class Router:
         pool = self.runtime.pool
 
         # `/v1/models` is both OpenAI's list and the Gemini API's (google-genai uses API v1);
-        # the way the key was sent tells the clients apart.
+        # the header that carried the key distinguishes the clients.
         gemini_client = state.key_source in ("x-goog-api-key", "query")
         if route.api_version == "v1":
             use_gemini = gemini_client and "anthropic-version" not in flow.request.headers
@@ -190,7 +190,7 @@ async def choose_account(
         )
         await asyncio.sleep(delay)
         if client_gone():
-            # Retrying for a client that hung up would spend quota on a response nobody reads.
+            # Retrying for a client that hung up would spend quota on a response that no client reads.
             logger.info("request %s: client disconnected while waiting; not retrying", state.request_id)
             state.outcome = "client_disconnected"
             return NoAccount(error_response(state.dialect, 499, "client disconnected"))

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import mitmproxy.version
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
+from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import (
     ErrorCode,
@@ -47,6 +48,8 @@ from mitmproxy.proxy.layers.http import (
     SendHttp,
 )
 from mitmproxy.proxy.layers.http import _http1
+
+from providers.dialects import Dialect, dialect_for_path, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -269,20 +272,12 @@ def _http1_server_send(self: Any, event: Any):
 
 
 def _json_error_response(path: str, status: int, message: str) -> bytes:
-    from providers.dialects import dialect_for_path, error_body
-
+    """Build the raw HTTP/1 error response for a request whose route is known."""
     if status == 413:
         message = "request body is larger than the configured limit (config key body-size-limit-mb)"
     elif status == 502 and not message.startswith("upstream"):
         message = "upstream failed: " + message
-    response = http.Response.make(
-        status,
-        error_body(dialect_for_path(path.split("?", 1)[0]), status, message),
-        {"content-type": "application/json", "connection": "close"},
-    )
-    from mitmproxy.net.http import http1
-
-    return http1.assemble_response(response)
+    return _assemble_error(dialect_for_path(path.split("?", 1)[0]), status, message)
 
 
 def _make_json_error_response(status_code: int, message: str = "") -> bytes:
@@ -290,15 +285,15 @@ def _make_json_error_response(status_code: int, message: str = "") -> bytes:
 
     No route is known for such a request, so the error uses the OpenAI shape.
     """
-    from providers.dialects import Dialect, error_body
-
     if "validate_inbound_headers" in message:
         message = "invalid request headers: conflicting or malformed Content-Length/Transfer-Encoding"
+    return _assemble_error(Dialect.OPENAI_CHAT, status_code, message or "invalid request")
+
+
+def _assemble_error(dialect: Dialect, status: int, message: str) -> bytes:
     response = http.Response.make(
-        status_code,
-        error_body(Dialect.OPENAI_CHAT, status_code, message or "invalid request"),
+        status,
+        error_body(dialect, status, message),
         {"content-type": "application/json", "connection": "close"},
     )
-    from mitmproxy.net.http import http1
-
     return http1.assemble_response(response)

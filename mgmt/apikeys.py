@@ -30,7 +30,7 @@ def _current_keys(document: Any) -> list[str]:
 
 
 def is_valid_proxy_key(key: str) -> bool:
-    """Whether `key` can be a proxy key: 1 to 512 characters, no whitespace."""
+    """Return True when `key` can be a proxy key: 1 to 512 characters, no whitespace."""
     return bool(key) and len(key) <= MAX_KEY_LENGTH and not any(ch.isspace() for ch in key)
 
 

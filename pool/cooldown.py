@@ -2,7 +2,7 @@
 
 State is kept per (account, model). An account-wide cooldown (a 401, or a provider signal that
 the whole subscription window is used up) blocks every model of that account. A 429 without a
-reset hint backs off exponentially, 1 s doubling up to 30 min; a new 429 while the previous
+reset hint backs off exponentially, 1 s doubling up to 30 min. A new 429 while the previous
 window is still open keeps that window instead of escalating, so a burst of parallel 429s counts
 once. Success on a model clears its state.
 """

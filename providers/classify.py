@@ -1,6 +1,6 @@
 """Classifying upstream error responses into failures with cooldowns.
 
-Request faults (400, 409, 413, 422, or a body that says the request is invalid) go straight
+Request faults (400, 409, 413, 422, or a body that marks the request as invalid) go straight
 back to the client: the next account would reject the same request. Everything else cools the
 account (or one model on it) and moves the request on:
 

@@ -142,7 +142,7 @@ def prepare_upstream(
     """Rewrite `request` in place to go to `account`'s upstream with its credentials.
 
     Returns True when the upstream will stream a response that the client requested as one JSON
-    document (the ChatGPT Codex backend only streams); the caller then collects the stream.
+    document, because the ChatGPT Codex backend only streams. The caller then collects the stream.
     """
     strip_client_credentials(request)
 

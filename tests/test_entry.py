@@ -73,7 +73,7 @@ def listening_ports(pid: int) -> set[int]:
 
 
 def healthz_status(port: int, wait: float = 20.0) -> int | None:
-    """Poll `/healthz` until it answers 200 or `wait` seconds pass; return the last status."""
+    """Poll `/healthz` until it returns 200 or `wait` seconds pass; return the last status."""
     deadline = time.monotonic() + wait
     status = None
     while time.monotonic() < deadline and status != 200:

@@ -32,7 +32,7 @@ def fill_first(start_proxy):
 
 
 def read_stream(proxy, path, body, headers=None):
-    """POST and read the SSE answer; return (status, [(monotonic time, line)], raw bytes)."""
+    """POST and read the SSE response; return (status, [(monotonic time, line)], raw bytes)."""
     connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     connection.request(
         "POST", path, json.dumps(body),
@@ -84,7 +84,7 @@ def test_sse_events_not_held_back(proxy, upstream):
     upstream_times = upstream.event_times(sent.seq)
     received = [at for at, line in lines if line.startswith(b"event:")]
     # Every event reaches the client before the upstream writes the next one (0.3 s later):
-    # the relay holds nothing back. How fast it relays is the benchmark's business.
+    # the relay buffers nothing. The benchmark measures how fast it relays.
     for index in range(len(upstream_times) - 1):
         assert received[index] < upstream_times[index + 1], index
 
